@@ -1,0 +1,205 @@
+"""The CenterFace network in torch (the GPU path, and the base the plate branch trains on).
+
+Needs the ``gpu`` or ``train`` extra (torch). Import this module lazily.
+
+Architecture (measured from the MIT ``centerface.onnx``): torchvision-style MobileNetV2
+``features[0..17]`` with batch norms folded into the convolutions and plain ReLU; a neck that
+takes the stride-32 map (320 ch) to 24 channels, then three steps of 2x2 transposed conv +
+BN + ReLU, each added to a 1x1 conv + ReLU side branch from the stride-16, 8 and 4 taps; a
+3x3 conv + ReLU; four 1x1 heads at stride 4: heatmap (sigmoid), log-scale (h, w), offset
+(y, x), 10 landmark channels.
+
+Weights load by walking the ONNX graph's nodes in order (``onnx`` package only), so the one
+ONNX file is the single source of weights for both runtimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import torch
+from torch import nn
+
+# MobileNetV2 inverted-residual settings: expansion t, out channels c, repeats n, stride s.
+_MBV2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+# Indices (into features) whose outputs feed the neck: stride 4, 8, 16.
+_TAPS = (3, 6, 13)
+NECK_CH = 24
+
+
+def _conv(cin: int, cout: int, k: int, s: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, s, padding=k // 2, groups=groups, bias=True)
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, t: int) -> None:
+        super().__init__()
+        hidden = cin * t
+        self.expand = _conv(cin, hidden, 1) if t != 1 else None
+        self.dw = _conv(hidden, hidden, 3, stride, groups=hidden)
+        self.project = _conv(hidden, cout, 1)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.expand(x)) if self.expand is not None else x
+        y = self.project(torch.relu(self.dw(y)))
+        return x + y if self.residual else y
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        if self.expand is not None:
+            yield self.expand
+        yield self.dw
+        yield self.project
+
+
+class Backbone(nn.Module):
+    """MobileNetV2 features[0..17]; returns the stride-4, 8, 16 taps and the stride-32 map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _conv(3, 32, 3, 2)
+        blocks: list[nn.Module] = []
+        cin = 32
+        for t, c, n, s in _MBV2:
+            for i in range(n):
+                blocks.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = torch.relu(self.stem(x))
+        taps = []
+        for i, b in enumerate(self.blocks, start=1):
+            x = b(x)
+            if i in _TAPS:
+                taps.append(x)
+        return taps[0], taps[1], taps[2], x
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        yield self.stem
+        for b in self.blocks:
+            yield from b.onnx_layers()  # type: ignore[operator]
+
+
+class Up(nn.Module):
+    """2x2 stride-2 transposed conv (no bias) + BN + ReLU."""
+
+    def __init__(self, ch: int = NECK_CH) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(ch, ch, 2, 2, bias=False)
+        self.bn = nn.BatchNorm2d(ch, eps=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
+class Neck(nn.Module):
+    """Stride 32 → 4 with side branches; output 24 channels at stride 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reduce = _conv(320, NECK_CH, 1)
+        self.up = nn.ModuleList([Up(), Up(), Up()])
+        self.side = nn.ModuleList([_conv(96, NECK_CH, 1), _conv(32, NECK_CH, 1), _conv(24, NECK_CH, 1)])
+        self.fuse = _conv(NECK_CH, NECK_CH, 3)
+
+    def forward(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.reduce(c32))
+        for up, side, tap in zip(self.up, self.side, (c16, c8, c4), strict=True):
+            x = up(x) + torch.relu(side(tap))
+        return torch.relu(self.fuse(x))
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        yield self.reduce
+        for up, side in zip(self.up, self.side, strict=True):
+            yield cast(Up, up).conv
+            yield cast(Up, up).bn
+            yield side
+        yield self.fuse
+
+
+class FaceHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.heatmap = _conv(NECK_CH, 1, 1)
+        self.scale = _conv(NECK_CH, 2, 1)
+        self.offset = _conv(NECK_CH, 2, 1)
+        self.landmarks = _conv(NECK_CH, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return torch.sigmoid(self.heatmap(x)), self.scale(x), self.offset(x), self.landmarks(x)
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        yield from (self.heatmap, self.scale, self.offset, self.landmarks)
+
+
+class CenterFaceNet(nn.Module):
+    """Input: RGB float32 0..255, NCHW, H and W multiples of 32, no normalisation.
+    Output: (heatmap, scale, offset, landmarks) at stride 4, as the ONNX model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = Backbone()
+        self.neck = Neck()
+        self.face = FaceHeads()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.face(self.neck(*self.backbone(x)))
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        yield from self.backbone.onnx_layers()
+        yield from self.neck.onnx_layers()
+        yield from self.face.onnx_layers()
+
+
+def onnx_weight_list(path: Path | str) -> list[tuple[str, list[np.ndarray]]]:
+    """(op_type, [weight arrays]) for every Conv / ConvTranspose / BatchNormalization node of
+    an ONNX file, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "BatchNormalization"):
+            out.append((node.op_type, [inits[n] for n in node.input[1:] if n in inits]))
+    return out
+
+
+def load_layers(layers: Iterator[nn.Module], weights: list[tuple[str, list[np.ndarray]]]) -> None:
+    """Copy weights, in order, into the given layers; shapes and kinds must match exactly."""
+    mods = list(layers)
+    if len(mods) != len(weights):
+        raise ValueError(f"layer count mismatch: torch {len(mods)}, onnx {len(weights)}")
+    kinds = {nn.Conv2d: "Conv", nn.ConvTranspose2d: "ConvTranspose", nn.BatchNorm2d: "BatchNormalization"}
+    with torch.no_grad():
+        for i, (m, (op, arrays)) in enumerate(zip(mods, weights, strict=True)):
+            if kinds[type(m)] != op:
+                raise ValueError(f"layer {i}: torch {type(m).__name__} vs onnx {op}")
+            if isinstance(m, nn.BatchNorm2d):
+                scale, bias, mean, var = arrays
+                m.weight.copy_(torch.from_numpy(np.array(scale)))
+                m.bias.copy_(torch.from_numpy(np.array(bias)))
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.copy_(torch.from_numpy(np.array(mean)))
+                m.running_var.copy_(torch.from_numpy(np.array(var)))
+                continue
+            conv = cast(nn.Conv2d | nn.ConvTranspose2d, m)
+            params = [conv.weight] + ([conv.bias] if conv.bias is not None else [])
+            if len(params) != len(arrays):
+                raise ValueError(f"layer {i}: {len(params)} torch tensors vs {len(arrays)} in onnx")
+            for p, a in zip(params, arrays, strict=True):
+                if tuple(p.shape) != a.shape:
+                    raise ValueError(f"layer {i}: shape {tuple(p.shape)} vs onnx {a.shape}")
+                p.copy_(torch.from_numpy(np.array(a)))
+
+
+def centerface_from_onnx(path: Path | str) -> CenterFaceNet:
+    """A CenterFaceNet in eval mode with the weights of a CenterFace ONNX file."""
+    net = CenterFaceNet()
+    load_layers(net.onnx_layers(), onnx_weight_list(path))
+    return net.eval()
