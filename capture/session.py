@@ -50,6 +50,7 @@ FRAMES_JSONL = "frames.jsonl"
 TRACK_JSONL = "track.jsonl"
 TRACK_GPX = "track.gpx"
 FRAMES_DIR = "frames"
+DELETIONS_JSONL = "deletions.jsonl"
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -512,7 +513,8 @@ def repair_session(path: Path) -> dict[str, int]:
     rows, problems, _ = read_jsonl(path / FRAMES_JSONL)
     if problems:
         raise SessionError(f"{path}: cannot recover, corrupt records: {problems[:3]}")
-    keep = [o for _, o in rows if (path / o.get("file", "")).is_file()]
+    deleted = Deletions.load(path).frame_ids
+    keep = [o for _, o in rows if o.get("frame_id") in deleted or (path / o.get("file", "")).is_file()]
     if len(keep) != len(rows):
         stats["recovered_missing_frames"] = len(rows) - len(keep)
         atomic_write_text(path / FRAMES_JSONL, "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in keep))
@@ -523,6 +525,83 @@ def repair_session(path: Path) -> dict[str, int]:
             stats["recovered_orphan_frames"] += 1
     fsync_dir(path / FRAMES_DIR)
     return stats
+
+
+# ---------------------------------------------------------------------------- deletions
+
+
+@dataclass(frozen=True, slots=True)
+class Deletions:
+    """What was deliberately deleted from a session (retention purge, takedown, leak response).
+
+    ``deletions.jsonl`` is append-only; one line per deleted frame file
+    (``"action": "delete-frame"``) or for the destroyed wrapped key (``"shred-key"``, which
+    makes every frame of an encrypted session unreadable). Readers skip deleted frames and the
+    checker does not count their missing files as damage.
+    """
+
+    frame_ids: frozenset[str]
+    key_shredded: bool
+
+    @classmethod
+    def load(cls, path: Path) -> Deletions:
+        rows, _, _ = read_jsonl(Path(path) / DELETIONS_JSONL)
+        ids = frozenset(o["frame_id"] for _, o in rows if o.get("action") == "delete-frame")
+        return cls(ids, any(o.get("action") == "shred-key" for _, o in rows))
+
+
+def delete_frames(
+    path: Path, records: list[FrameRecord], *, reason: str, ref: str | None = None,
+    when: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Delete the raw files of ``records`` and journal each deletion (durably, before unlinking).
+
+    Returns the journal entries written. Files already gone are journalled too, so the record
+    says what was meant to be removed.
+    """
+    path = Path(path)
+    stamp = format_time(when or datetime.now(UTC))
+    entries = [
+        {"time": stamp, "action": "delete-frame", "frame_id": r.frame_id, "file": r.file,
+         "sha256": r.sha256, "reason": reason, "ref": ref}
+        for r in records
+    ]
+    _append_durable(path / DELETIONS_JSONL, entries)
+    for r in records:
+        with contextlib.suppress(FileNotFoundError):
+            (path / r.file).unlink()
+    fsync_dir(path / FRAMES_DIR)
+    return entries
+
+
+def shred_session_key(path: Path, *, reason: str, ref: str | None = None,
+                      when: datetime | None = None) -> dict[str, Any]:
+    """Crypto-shred an encrypted session: destroy the only wrapped copy of its data key."""
+    path = Path(path)
+    key = path / KEY_FILE
+    if not key.exists():
+        raise SessionError(f"{path}: no {KEY_FILE} to shred (not encrypted, or already shredded)")
+    entry = {"time": format_time(when or datetime.now(UTC)), "action": "shred-key", "file": KEY_FILE,
+             "sha256": hashlib.sha256(key.read_bytes()).hexdigest(), "reason": reason, "ref": ref}
+    _append_durable(path / DELETIONS_JSONL, [entry])
+    # Overwrite before unlinking: on plain disks this also removes the bytes; on SSDs/COW
+    # filesystems it may not, which is why frames are never readable without the cluster key.
+    size = key.stat().st_size
+    with open(key, "r+b") as f:
+        f.write(os.urandom(size))
+        f.flush()
+        os.fsync(f.fileno())
+    key.unlink()
+    fsync_dir(path)
+    return entry
+
+
+def _append_durable(file: Path, entries: list[dict[str, Any]]) -> None:
+    with open(file, "a", encoding="utf-8") as f:
+        for e in entries:
+            f.write(json.dumps(e, separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------------- reader
@@ -559,6 +638,10 @@ class SessionReader:
             except (TypeError, ValueError, KeyError) as e:
                 raise SessionError(f"{self.path / FRAMES_JSONL} line {line}: invalid record: {e}") from e
         return out
+
+    def deletions(self) -> Deletions:
+        """Frames deliberately deleted (retention, takedown); their files are gone on purpose."""
+        return Deletions.load(self.path)
 
     def fixes(self) -> list[Fix]:
         rows, _, _ = read_jsonl(self.path / TRACK_JSONL)
@@ -624,6 +707,8 @@ class SessionSummary:
     encrypted: bool
     torn_tail: bool
     counters: dict[str, Any]
+    deleted_frames: int = 0
+    key_shredded: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -650,6 +735,7 @@ def check_session(path: Path, *, verify_hashes: bool = True) -> SessionSummary:
     rows, jproblems, torn = read_jsonl(path / FRAMES_JSONL)
     problems += jproblems
     fv = _validator("frame")
+    deleted = Deletions.load(path)
     seen: set[str] = set()
     prev_time: datetime | None = None
     positions: list[tuple[float, float]] = []
@@ -683,13 +769,15 @@ def check_session(path: Path, *, verify_hashes: bool = True) -> SessionSummary:
         else:
             problems.append(f"{where}: frame {fid} position is not valid WGS84")
         fpath = path / obj["file"]
+        if fid in deleted.frame_ids:
+            continue
         if not fpath.is_file():
             problems.append(f"{where}: frame {fid}: file {obj['file']} is missing")
         elif verify_hashes:
             h = hashlib.sha256(fpath.read_bytes()).hexdigest()
             if h != obj["sha256"]:
                 problems.append(f"{where}: frame {fid}: file {obj['file']} does not match its sha256")
-    if doc.get("encryption") and not (path / KEY_FILE).exists():
+    if doc.get("encryption") and not (path / KEY_FILE).exists() and not deleted.key_shredded:
         problems.append(f"{KEY_FILE}: missing (encrypted session without its wrapped key: unreadable)")
     if problems:
         raise SessionInvalid(str(path), problems)
@@ -707,6 +795,8 @@ def check_session(path: Path, *, verify_hashes: bool = True) -> SessionSummary:
         encrypted=doc.get("encryption") is not None,
         torn_tail=torn,
         counters=dict(doc.get("summary") or {}),
+        deleted_frames=len(deleted.frame_ids),
+        key_shredded=deleted.key_shredded,
     )
 
 

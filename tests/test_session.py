@@ -163,3 +163,36 @@ def test_encrypted_session(tmp_path: Path, kind: str) -> None:
     shutil.move(d / "session.key", tmp_path / "gone")
     with pytest.raises(DecryptionError, match="session key is gone"):
         SessionReader(d, private_key=load_private_key(priv)).read_frame(f)
+
+
+def test_deleted_frames_are_not_damage(tmp_path: Path) -> None:
+    from capture.session import Deletions, delete_frames
+
+    d = _write_session(tmp_path)
+    r = SessionReader(d)
+    recs = r.frames()
+    delete_frames(d, [recs[1], recs[3]], reason="request", ref="REQ-1")
+    assert not (d / recs[1].file).exists() and (d / recs[0].file).exists()
+    s = check_session(d)
+    assert s.deleted_frames == 2 and s.frames == 5
+    assert Deletions.load(d).frame_ids == {"000002", "000004"}
+    # A frame that vanished without a journal entry is still damage.
+    (d / recs[0].file).unlink()
+    with pytest.raises(SessionInvalid, match="problem"):
+        check_session(d)
+
+
+def test_shredded_key_is_not_damage(tmp_path: Path) -> None:
+    from capture.session import shred_session_key
+
+    priv, pub = tmp_path / "k.pem", tmp_path / "k.pub.pem"
+    generate_keypair(priv, pub)
+    d = _write_session(tmp_path / "s", recipient_public_key=load_public_key(pub))
+    entry = shred_session_key(d, reason="retention")
+    assert entry["action"] == "shred-key" and not (d / "session.key").exists()
+    s = check_session(d)
+    assert s.key_shredded
+    with pytest.raises(DecryptionError):
+        SessionReader(d, private_key=load_private_key(priv)).read_frame(SessionReader(d).frames()[0])
+    with pytest.raises(SessionError, match=r"no session\.key"):
+        shred_session_key(d, reason="retention")

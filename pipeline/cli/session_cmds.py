@@ -36,6 +36,10 @@ def session_check(directory: Path, no_hashes: bool) -> None:
     for k, v in sorted(s.counters.items()):
         if k not in ("frames", "fixes"):
             click.echo(f"  {k + ':':<25} {v}")
+    if s.deleted_frames:
+        click.echo(f"  deleted raw frames:       {s.deleted_frames} (see deletions.jsonl)")
+    if s.key_shredded:
+        click.echo("  session key shredded:     raw frames are unreadable for good")
     if s.torn_tail:
         click.echo("  note: the last line of frames.jsonl was torn (power cut) and was ignored")
 
