@@ -31,7 +31,12 @@ class CameraSection(_Section):
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
     fps: float = Field(default=10.0, gt=0, le=240)
+    # How frames get their time. gps: the delivery instant mapped onto GPS time through the
+    # arrival of fixes (the vehicle computer's clock may be wrong); system: the computer's
+    # clock (keep it GPS/NTP-disciplined).
+    clock: Literal["gps", "system"] = "gps"
     # camera clock minus GPS clock, seconds: a frame stamped t by the camera was taken at t - offset.
+    # With clock = "gps" this is the camera's delivery latency.
     clock_offset_s: float = 0.0
     jpeg_quality: int = Field(default=92, ge=50, le=100)
     loop: bool = False

@@ -34,3 +34,11 @@ class CameraError(CaptureError):
 
 class DecryptionError(CaptureError):
     """An encrypted frame or session key cannot be decrypted (wrong key, tampered data)."""
+
+
+class ZoneError(CaptureError):
+    """A zones file cannot be read or holds something other than valid WGS84 polygons."""
+
+
+class ImportTimeMismatch(CaptureError):
+    """No imported frame falls inside the GPS track: the clocks disagree (see the message)."""

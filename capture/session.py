@@ -371,6 +371,7 @@ class SessionWriter:
         satellites: int | None = None,
         width: int | None = None,
         height: int | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> FrameRecord:
         """Store one encoded frame and append its record. Times must strictly increase."""
         self._check_open()
@@ -403,6 +404,7 @@ class SessionWriter:
             satellites=satellites,
             width=width,
             height=height,
+            extra=dict(extra or {}),
         )
         os.write(self._frames_fd, (json.dumps(rec.to_json(), separators=(",", ":")) + "\n").encode())
         self._seq += 1
