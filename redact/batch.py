@@ -1,0 +1,195 @@
+"""Redacting loose image files and folders (``streetveil redact``), with I/O overlapped.
+
+Output layout (like ``cp -r``): a file input is written as ``OUT/<its name>``, a folder input
+as ``OUT/<folder name>/<path inside it>``; names and formats are kept. Two inputs that would
+write the same output path are a usage error. A failed image is reported and not written.
+
+Reading + decoding of the next images and encoding + writing of finished ones run in
+background threads while the detector works (OpenCV, Pillow and onnxruntime release the
+GIL), so the detector does not wait for the disk or the JPEG codec.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redact.engine import Redactor
+from redact.errors import ImageError, RedactError
+from redact.imageio import SUFFIXES, DecodedImage
+from redact.types import Detections
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 3  # images decoded ahead of the detector
+
+
+@dataclass(frozen=True, slots=True)
+class ImageJob:
+    src: Path
+    rel: str  # output path relative to the output folder (also the report's "image")
+
+
+@dataclass
+class BatchSummary:
+    images: int = 0
+    ok: int = 0
+    failed: int = 0
+    faces: int = 0
+    plates: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
+
+
+def collect_inputs(inputs: Sequence[Path], out_dir: Path | None = None) -> list[ImageJob]:
+    """Image files named or found (recursively, sorted) under the inputs; see the module doc.
+
+    Files under ``out_dir`` are skipped, so writing the output inside an input folder works.
+    """
+    jobs: list[ImageJob] = []
+    seen: dict[str, Path] = {}
+    out_abs = out_dir.resolve() if out_dir is not None else None
+    for inp in inputs:
+        if inp.is_dir():
+            base = inp.resolve()
+            files: Iterator[Path] = (p for p in sorted(base.rglob("*")) if p.is_file() and _is_image(p))
+            for p in files:
+                if out_abs is not None and out_abs in p.parents:
+                    continue
+                jobs.append(ImageJob(p, (Path(base.name) / p.relative_to(base)).as_posix()))
+        elif inp.is_file():
+            jobs.append(ImageJob(inp, inp.name))
+        else:
+            raise RedactError(f"{inp}: no such file or folder")
+    for j in jobs:
+        if j.rel in seen and seen[j.rel] != j.src.resolve():
+            raise RedactError(f"two inputs would both be written as {j.rel}: {seen[j.rel]} and {j.src}")
+        seen[j.rel] = j.src.resolve()
+    return jobs
+
+
+def _read_decode(redactor: Redactor, job: ImageJob) -> DecodedImage:
+    try:
+        data = job.src.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{job.rel}: cannot read: {e.strerror or e}") from None
+    return redactor.decode(data, name=job.rel)
+
+
+def _render_write(redactor: Redactor, image: DecodedImage, dets: Detections, dst: Path) -> None:
+    from capture.fsutil import atomic_write_bytes
+
+    data = redactor.render(image, dets)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # Not fsynced per image: a rerun rewrites it; the report is what records completion.
+    atomic_write_bytes(dst, data, durable=False)
+
+
+def redact_files(
+    redactor: Redactor,
+    jobs: Sequence[ImageJob],
+    out_dir: Path,
+    *,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+    io_threads: int = 1,
+) -> tuple[BatchSummary, list[dict[str, Any]]]:
+    """Redact every job into ``out_dir``; returns the summary and one report record per image
+    (DESIGN.md report format), in input order. Per-image errors are records, not exceptions."""
+    summary = BatchSummary()
+    records: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    readers = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="sv-decode")
+    writers = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="sv-encode")
+    pending: deque[tuple[ImageJob, Future[DecodedImage]]] = deque()
+    writes: deque[tuple[ImageJob, Detections, Future[None]]] = deque()
+    it = iter(jobs)
+
+    def top_up() -> None:
+        while len(pending) < PREFETCH:
+            job = next(it, None)
+            if job is None:
+                return
+            pending.append((job, readers.submit(_read_decode, redactor, job)))
+
+    def finish(job: ImageJob, dets: Detections | None, error: str | None) -> None:
+        rec = {
+            "image": job.rel,
+            "detections": dets.to_json() if dets is not None and error is None else [],
+            "status": "failed" if error else "ok",
+            "error": error,
+        }
+        summary.images += 1
+        if error:
+            summary.failed += 1
+            summary.failures.append((job.rel, error))
+            log.error("%s", error)
+        else:
+            summary.ok += 1
+            assert dets is not None
+            summary.faces += dets.count("face")
+            summary.plates += dets.count("plate")
+        records.append(rec)
+        if on_done:
+            on_done(rec)
+
+    def drain(block: bool) -> None:
+        while writes and (block or writes[0][2].done()):
+            job, dets, fut = writes.popleft()
+            try:
+                fut.result()
+                finish(job, dets, None)
+            except (ImageError, OSError) as e:
+                finish(job, None, _message(job, e))
+
+    try:
+        top_up()
+        while pending:
+            job, fut = pending.popleft()
+            top_up()
+            try:
+                image = fut.result()
+                dets = redactor.detect(image)
+            except ImageError as e:
+                finish(job, None, _message(job, e))
+                continue
+            writes.append((job, dets, writers.submit(_render_write, redactor, image, dets, out_dir / job.rel)))
+            drain(block=len(writes) > PREFETCH)
+        drain(block=True)
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+        summary.seconds = time.perf_counter() - t0
+    order = {j.rel: i for i, j in enumerate(jobs)}
+    records.sort(key=lambda r: order[r["image"]])
+    return summary, records
+
+
+def _message(job: ImageJob, e: BaseException) -> str:
+    msg = str(e) if isinstance(e, ImageError) else f"{job.rel}: {e.strerror if isinstance(e, OSError) else e}"
+    return msg if msg.startswith(job.rel) else f"{job.rel}: {msg}"
+
+
+def write_report(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """The report as JSON Lines, written atomically."""
+    import json
+
+    from capture.fsutil import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in records)
+    atomic_write_text(path, text)
+

