@@ -210,7 +210,10 @@ class NmeaDecoder:
             return []
         tod = getattr(msg, "timestamp", None)
         if not isinstance(tod, dtime):
-            self.stats.no_fix += 1
+            if tod:  # a time field that is there but malformed
+                self.stats.parse_errors += 1
+            else:
+                self.stats.no_fix += 1
             return []
         out: list[Fix] = []
         if kind == "RMC":
