@@ -41,6 +41,9 @@ class JobSection(_Section):
     threads_per_worker: int = Field(default=0, ge=0, le=256)
     memory_limit: str = "auto"
     retries: int = Field(default=2, ge=0, le=10)
+    # Address of a running Dask scheduler (tcp://host:8786); empty = start a LocalCluster.
+    # `streetveil run --scheduler` overrides it.
+    scheduler: str | None = None
 
 
 class DecryptSection(_Section):
@@ -55,11 +58,15 @@ class PublishSection(_Section):
     # Carry detections to this many neighbouring frames each way (a plate hidden in one frame
     # is often readable in the next).
     temporal_carry: int = Field(default=1, ge=0, le=10)
-    image_dir: str = "images"
+    # Carried boxes grow by this factor about their centre (objects move between frames).
+    carry_expand: float = Field(default=1.25, ge=1.0, le=4.0)
 
 
 class RetentionSection(_Section):
     raw_days: float = Field(default=7.0, gt=0, le=3650)
+    # Where the nightly job publishes (purge deletes raw frames only of sessions whose
+    # publication there verifies); `streetveil purge --publish-dir` overrides it.
+    publish_dir: Path | None = None
 
 
 class NightlyConfig(_Section):

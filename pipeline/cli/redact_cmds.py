@@ -93,12 +93,17 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
 
     sessions = [p for p in inputs if _is_session(p)]
     if sessions:
-        # Spot for session directories: the pipeline's serial path (frames.jsonl geotags,
-        # temporal carry of boxes, audit records) will take these. Until it does, refuse
-        # rather than treat a session as loose files without its geotags.
-        raise click.UsageError(
-            f"{sessions[0]} is a capture session; use `streetveil run SESSION --out DIR` for sessions"
-        )
+        # Session directories take the nightly job's serial path (frames.jsonl geotags,
+        # temporal carry, publish layout, audit): same per-session function, no Dask.
+        if len(sessions) != len(inputs):
+            raise click.UsageError("give capture sessions and loose images in separate calls")
+        if report is not None:
+            raise click.UsageError("--report is for loose images; a session's record is its audit.jsonl")
+        from pipeline.cli.job_cmds import redact_sessions
+
+        redact_sessions(sessions, out_dir, config, _load_redact_config(config, face_threshold, plate_threshold),
+                        threads)
+        return
     cfg = _load_redact_config(config, face_threshold, plate_threshold)
     jobs = collect_inputs(list(inputs), out_dir)
     if not jobs:

@@ -1,0 +1,111 @@
+"""GeoJSON (RFC 7946) for the GIS team: one point per published frame, the drive's track.
+
+Pure functions from records to JSON-ready dicts; no I/O. Coordinates are WGS84
+``[longitude, latitude]`` rounded to 7 decimals (about 1 cm; GPS is far coarser).
+See docs/publish-format.md for the properties.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from capture.geodesy import path_length_m
+from capture.types import Fix, FrameRecord, format_time
+
+COORD_DECIMALS = 7
+
+
+def _pos(lon: float, lat: float) -> list[float]:
+    return [round(lon, COORD_DECIMALS), round(lat, COORD_DECIMALS)]
+
+
+def frame_feature(
+    rec: FrameRecord,
+    *,
+    session_id: str,
+    image: str,
+    sha256: str,
+    faces: int,
+    plates: int,
+    width: int | None,
+    height: int | None,
+) -> dict[str, Any]:
+    """The Feature of one published frame. Frames without a position (``position_source``
+    "none") get a null geometry: RFC 7946 3.2 allows unlocated features, and GDAL reads them."""
+    geometry = None
+    if rec.lat is not None and rec.lon is not None:
+        geometry = {"type": "Point", "coordinates": _pos(rec.lon, rec.lat)}
+    props: dict[str, Any] = {
+        "frame_id": rec.frame_id,
+        "session_id": session_id,
+        "time": format_time(rec.time),
+        "heading": None if rec.heading is None else round(rec.heading, 2),
+        "speed": None if rec.speed is None else round(rec.speed, 3),
+        "altitude": None if rec.altitude is None else round(rec.altitude, 2),
+        "position_source": rec.position_source,
+        "image": image,
+        "width": width,
+        "height": height,
+        "faces": int(faces),
+        "plates": int(plates),
+        "sha256": sha256,
+    }
+    return {"type": "Feature", "id": rec.frame_id, "geometry": geometry, "properties": props}
+
+
+def feature_collection(features: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Features sorted by capture time then frame id, so the file is deterministic."""
+    feats = sorted(features, key=lambda f: (f["properties"]["time"], f["properties"]["frame_id"]))
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def track_feature(
+    fixes: Sequence[Fix],
+    *,
+    session_id: str,
+    frames: Sequence[FrameRecord] = (),
+    exclude: Callable[[float, float], bool] | None = None,
+) -> dict[str, Any]:
+    """The GPS track as one Feature.
+
+    Uses every fix; without fixes (an image import without GPX) the frame positions. Points
+    inside publish-time exclusion zones (``exclude(lat, lon)``) are left out and the line is
+    split there, giving a MultiLineString; fewer than two points give a null geometry.
+    """
+    pts: list[tuple[float, float, str]] = [(f.lat, f.lon, format_time(f.time)) for f in fixes]
+    if not pts:
+        pts = [(r.lat, r.lon, format_time(r.time)) for r in frames if r.lat is not None and r.lon is not None]
+    parts: list[list[tuple[float, float, str]]] = [[]]
+    for p in pts:
+        if exclude is not None and exclude(p[0], p[1]):
+            if parts[-1]:
+                parts.append([])
+            continue
+        parts[-1].append(p)
+    lines = [part for part in parts if len(part) >= 2]
+    geometry: dict[str, Any] | None
+    if not lines:
+        geometry = None
+    elif len(lines) == 1:
+        geometry = {"type": "LineString", "coordinates": [_pos(lo, la) for la, lo, _ in lines[0]]}
+    else:
+        geometry = {"type": "MultiLineString",
+                    "coordinates": [[_pos(lo, la) for la, lo, _ in line] for line in lines]}
+    kept = [p for line in lines for p in line]
+    props = {
+        "session_id": session_id,
+        "start": kept[0][2] if kept else None,
+        "end": kept[-1][2] if kept else None,
+        "points": len(kept),
+        "length_m": round(sum(path_length_m([(la, lo) for la, lo, _ in line]) for line in lines), 1),
+        "source": "gps-fixes" if fixes else "frame-positions",
+    }
+    return {"type": "FeatureCollection",
+            "features": [{"type": "Feature", "id": session_id, "geometry": geometry, "properties": props}]}
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    """Deterministic UTF-8 JSON (sorted keys, two-space indent, trailing newline)."""
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()

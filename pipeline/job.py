@@ -1,0 +1,480 @@
+"""The nightly job: redact whole sessions and publish them, on Dask or serially.
+
+``run_job`` plans every session, submits phase-1 (detect) and phase-2 (render) batch tasks
+(``pipeline.tasks``) to an executor, and publishes each session (``pipeline.publish``) as soon
+as all its frames are done, with its audit records. The executor is a Dask client (a
+``LocalCluster`` of processes, or any scheduler by address) or ``SerialExecutor``, which runs
+the very same task functions in this process, in order: that is the serial path
+(``streetveil redact SESSION_DIR``), and the oracle the Dask job's images must equal byte for
+byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from capture.types import FrameRecord, format_time
+from pipeline import audit
+from pipeline.config import NightlyConfig, NoticeConfig, config_hash, load_config
+from pipeline.errors import PipelineError
+from pipeline.geojson import dumps, frame_feature, track_feature
+from pipeline.notice import SessionFacts, render_html, render_text
+from pipeline.plan import (
+    EXCLUDED_DELETED,
+    EXCLUDED_NO_POSITION,
+    EXCLUDED_REQUEST,
+    EXCLUDED_ZONE,
+    SessionPlan,
+    overrides_from,
+    plan_session,
+    redact_key,
+)
+from pipeline.publish import (
+    TRACK_GEOJSON,
+    WORK_DIR,
+    PublishError,
+    PublishTxn,
+    append_index,
+    image_path,
+)
+from pipeline.store import SessionSource, Store, is_session, local_path_of
+from pipeline.tasks import (
+    CarrySpec,
+    FrameResult,
+    ModelSpec,
+    TaskContext,
+    describe_model,
+    detect_batch,
+    render_batch,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- executors
+
+
+class Handle(Protocol):
+    def result(self) -> Any: ...
+
+
+class Executor(Protocol):
+    """The part of ``distributed.Client`` the job uses (``SerialExecutor`` mimics it)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int) -> Any: ...
+
+    def as_completed(self, handles: Sequence[Any]) -> Iterator[Any]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class _Done:
+    value: Any
+
+    def result(self) -> Any:
+        return self.value
+
+
+class SerialExecutor:
+    """Runs each task at submit time in this process; arguments that are handles are
+    replaced by their values, as Dask does with futures."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0) -> _Done:
+        del key, priority
+        return _Done(fn(*[a.value if isinstance(a, _Done) else a for a in args]))
+
+    def as_completed(self, handles: Sequence[Any]) -> Iterator[Any]:
+        yield from handles
+
+    def describe(self) -> dict[str, Any]:
+        return {"executor": "serial", "processes": 1}
+
+
+class DaskExecutor:
+    def __init__(self, client: Any, retries: int) -> None:
+        self.client = client
+        self.retries = retries
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0) -> Any:
+        return self.client.submit(fn, *args, key=key, retries=self.retries, priority=priority, pure=False)
+
+    def as_completed(self, handles: Sequence[Any]) -> Iterator[Any]:
+        from distributed import as_completed
+
+        yield from as_completed(list(handles))
+
+    def describe(self) -> dict[str, Any]:
+        import dask
+        import distributed
+
+        info = self.client.scheduler_info()
+        workers = info.get("workers", {})
+        return {"executor": "dask", "dask": dask.__version__, "distributed": distributed.__version__,
+                "workers": len(workers), "threads": sum(int(w.get("nthreads", 0)) for w in workers.values())}
+
+
+def default_cluster_shape(workers: int, threads: int) -> tuple[int, int]:
+    """(workers, threads per worker) for a LocalCluster: by default one worker process per two
+    cores, the cores shared out as threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = workers or max(1, cores // 2)
+    t = threads or max(1, cores // n)
+    return n, t
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, *, workers: int = 0, threads: int = 0,
+                memory_limit: str = "auto", timeout_s: float = 30.0) -> Iterator[Any]:
+    """A client of the scheduler at ``scheduler``, or of a new LocalCluster of processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=timeout_s)
+        except OSError as e:
+            raise PipelineError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    n, t = default_cluster_shape(workers, threads)
+    with LocalCluster(n_workers=n, threads_per_worker=t, processes=True, memory_limit=memory_limit,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        log.info("local Dask cluster: %d workers x %d threads", n, t)
+        yield client
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class SessionOutcome:
+    session_id: str
+    source: str
+    frames: int = 0
+    published: int = 0
+    failed: int = 0
+    skipped: int = 0  # results reused from the work area (already done)
+    faces: int = 0
+    plates: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (frame id, error)
+    note: str | None = None  # why a session was not processed at all
+    publish_dir: str | None = None
+    manifest_sha256: str | None = None
+
+
+@dataclass
+class JobSummary:
+    run_id: str
+    out: str
+    sessions: list[SessionOutcome]
+    wall_s: float
+    executor: dict[str, Any]
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(s, name)) for s in self.sessions)
+
+    @property
+    def excluded(self) -> int:
+        return sum(sum(s.excluded.values()) for s in self.sessions)
+
+    @property
+    def processed(self) -> int:
+        return self.total("published") + self.total("failed") - self.total("skipped")
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.processed / self.wall_s if self.wall_s > 0 else 0.0
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.sessions), "frames": self.total("frames"),
+            "published": self.total("published"), "failed": self.total("failed"),
+            "skipped": self.total("skipped"), "excluded": self.excluded,
+            "faces": self.total("faces"), "plates": self.total("plates"),
+        }
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    sessions: tuple[str, ...]
+    out: str
+    config: NightlyConfig
+    config_path: str | None = None
+    progress: bool = True
+    threads: int = 0  # detector threads for the serial path (0 = config or all cores)
+
+
+def expand_sessions(paths: Sequence[str]) -> list[str]:
+    """Session folders from the arguments: a session itself, or a folder of sessions."""
+    out: list[str] = []
+    for p in paths:
+        if is_session(p):
+            out.append(p)
+            continue
+        local = local_path_of(p)
+        if local is not None and local.is_dir():
+            found = [str(s) for s in sorted(local.iterdir()) if (s / "session.json").is_file()]
+            if found:
+                out += found
+                continue
+        raise PipelineError(f"{p}: not a session (no session.json) and no sessions below it")
+    seen: set[str] = set()
+    return [x for x in out if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
+
+
+def _zones(cfg: NightlyConfig) -> Callable[[float, float], bool] | None:
+    if cfg.publish.exclusion_zones is None:
+        return None
+    from capture.zones import load_zones
+
+    try:
+        zones = load_zones(cfg.publish.exclusion_zones)
+    except Exception as e:
+        raise PipelineError(f"[publish] exclusion_zones: {e}") from None
+    return zones.contains
+
+
+def _notice(cfg: NightlyConfig) -> NoticeConfig:
+    return load_config(cfg.publish.notice, NoticeConfig, kind="notice")
+
+
+def run_job(opts: JobOptions, executor: Executor) -> JobSummary:
+    """Redact and publish ``opts.sessions`` into ``opts.out`` with ``executor``."""
+    t0 = time.monotonic()
+    cfg = opts.config
+    out = Store(opts.out)
+    notice = _notice(cfg)
+    excluded_at = _zones(cfg)
+    key_path = str(cfg.decrypt.private_key) if cfg.decrypt.private_key else None
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    sources = [SessionSource(s, key_path) for s in expand_sessions(opts.sessions)]
+    spec = ModelSpec(cfg.redact, threads=opts.threads, config_key=redact_key(cfg.redact))
+    carry = CarrySpec(cfg.publish.temporal_carry, cfg.publish.carry_expand)
+
+    described = executor.submit(describe_model, spec, key="describe-model", priority=10).result()
+    model_hash = described["model_hash"]
+    run_rec = {
+        "type": "run", "run_id": run_id, "time": audit.now_utc(), "who": audit.who(),
+        "software": {"name": "streetveil", "version": _version(), "python": platform.python_version()},
+        "executor": executor.describe(), "config_sha256": config_hash(cfg), "config_file": opts.config_path,
+        "redact_config_key": spec.config_key, "model_hash": model_hash, "detectors": described["info"],
+        "temporal_carry": {"frames": carry.frames, "expand": carry.expand},
+        "exclusion_zones": str(cfg.publish.exclusion_zones) if cfg.publish.exclusion_zones else None,
+        "notice_version": notice.version,
+    }
+    append_index(out, [{**run_rec, "type": "run-start", "sessions": [s.url for s in sources]}])
+
+    outcomes: list[SessionOutcome] = []
+    plans: list[tuple[SessionPlan, TaskContext]] = []
+    for src in sources:
+        try:
+            prev = _previous_records(out, src)
+            plan = plan_session(src, batch_size=cfg.job.batch_size, excluded_at=excluded_at,
+                                overrides=overrides_from(prev))
+        except Exception as e:
+            if isinstance(e, PipelineError | MemoryError):
+                raise
+            outcomes.append(SessionOutcome(session_id=Path(src.url).name, source=src.url,
+                                           note=f"cannot read session: {e}"))
+            continue
+        if plan.frames and not plan.included and all(r == EXCLUDED_DELETED for _, r in plan.excluded):
+            outcomes.append(SessionOutcome(session_id=plan.session_id, source=src.url, frames=len(plan.frames),
+                                           note="raw frames purged: the published set is final"))
+            continue
+        ctx = TaskContext(source=src, work=out.child(f"{WORK_DIR}/{plan.session_id}"), model=spec,
+                          model_hash=model_hash, carry=carry, extra_boxes=plan.extra_boxes)
+        plans.append((plan, ctx))
+
+    total = sum(len(p.included) for p, _ in plans)
+    with _progress(opts.progress, total) as advance:
+        # Phase 1 for every session first, so workers stay busy across session boundaries.
+        det: list[list[Any]] = []
+        for si, (plan, ctx) in enumerate(plans):
+            det.append([executor.submit(detect_batch, ctx, plan.batch_frames(b),
+                                        key=f"detect-{plan.session_id}-{b}-{run_id}", priority=-si)
+                        for b in range(len(plan.batches))])
+        renders: dict[int, tuple[Any, int]] = {}  # id(handle) -> (handle, session)
+        for si, (plan, ctx) in enumerate(plans):
+            for b in range(len(plan.batches)):
+                ids, need = plan.window(b, carry.frames)
+                h = executor.submit(render_batch, ctx, plan.batch_frames(b), ids, *[det[si][j] for j in need],
+                                    key=f"render-{plan.session_id}-{b}-{run_id}", priority=-si)
+                renders[id(h)] = (h, si)
+        pending = {si: len(plan.batches) for si, (plan, _) in enumerate(plans)}
+        results: dict[int, list[FrameResult]] = {si: [] for si in range(len(plans))}
+        for si, n in pending.items():
+            if n == 0:
+                outcomes.append(_publish(out, plans[si][0], [], run_rec, notice, excluded_at))
+        for h in executor.as_completed([h for h, _ in renders.values()]):
+            si = renders[id(h)][1]
+            batch_results = h.result()
+            results[si] += batch_results
+            advance(len(batch_results))
+            pending[si] -= 1
+            if pending[si] == 0:
+                outcomes.append(_publish(out, plans[si][0], results.pop(si), run_rec, notice, excluded_at))
+    summary = JobSummary(run_id=run_id, out=opts.out, sessions=outcomes, wall_s=time.monotonic() - t0,
+                         executor=executor.describe())
+    append_index(out, [{"type": "run-end", "run_id": run_id, "time": audit.now_utc(),
+                        "counts": summary.counts(), "wall_s": round(summary.wall_s, 3)}])
+    return summary
+
+
+def _version() -> str:
+    from capture import __version__
+
+    return __version__
+
+
+def _previous_records(out: Store, src: SessionSource) -> list[dict[str, Any]]:
+    sid = src.reader().session_id
+    local = out.local
+    if local is not None:
+        return audit.read_records(local / sid / audit.AUDIT_FILE)
+    import json
+
+    try:
+        data = out.read_bytes(f"{sid}/{audit.AUDIT_FILE}")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("redacting"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                  transient=False) as prog:
+        task = prog.add_task("frames", total=total)
+        yield lambda n: prog.advance(task, n)
+
+
+# ---------------------------------------------------------------------------- publishing
+
+
+def _frame_record(rec: FrameRecord, **kw: Any) -> dict[str, Any]:
+    return {"type": "frame", "frame_id": rec.frame_id, "capture_time": format_time(rec.time),
+            "raw_sha256": rec.sha256, **kw}
+
+
+def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec: dict[str, Any],
+             notice: NoticeConfig, excluded_at: Callable[[float, float], bool] | None) -> SessionOutcome:
+    """Build and swap in the session's new published version with its audit records."""
+    sid = plan.session_id
+    by_id = {r.frame_id: r for r in results}
+    oc = SessionOutcome(session_id=sid, source=plan.source.url, frames=len(plan.frames))
+    method = run_rec["detectors"].get("method")
+    work = out.child(f"{WORK_DIR}/{sid}")
+    with PublishTxn.open(out, sid) as txn:
+        from pipeline.verify import audited_outputs
+
+        known = audited_outputs(txn.records())
+        records: list[dict[str, Any]] = [{**run_rec, "session_id": sid, "source": plan.source.url,
+                                           "session_notice_version": plan.doc.get("notice_version")}]
+        for rec in plan.included:
+            res = by_id[rec.frame_id]
+            where = {} if rec.lat is None else {"lat": rec.lat, "lon": rec.lon, "heading": rec.heading}
+            if res.status == "ok" and res.image and res.sha256:
+                feature = frame_feature(rec, session_id=sid, image=image_path(rec.frame_id), sha256=res.sha256,
+                                        faces=res.faces, plates=res.plates, width=res.width, height=res.height)
+                try:
+                    if work.local is not None:
+                        txn.put_image(rec.frame_id, feature, source=work.local / res.image, sha256=res.sha256)
+                    else:
+                        txn.put_image(rec.frame_id, feature, data=work.read_bytes(res.image), sha256=res.sha256)
+                except (PublishError, OSError) as e:
+                    res = FrameResult(frame_id=rec.frame_id, key=res.key, status="failed",
+                                      error=f"publish: {e}")
+            if res.status != "ok":
+                oc.failed += 1
+                oc.failures.append((rec.frame_id, res.error or "unknown error"))
+                records.append(_frame_record(rec, **where, status="failed", error=res.error, output_sha256=None))
+                continue
+            oc.published += 1
+            oc.skipped += int(res.cached)
+            oc.faces += res.faces
+            oc.plates += res.plates
+            if res.sha256 in known:
+                continue  # already in the chain from an earlier publication
+            records.append(_frame_record(
+                rec, **where, status="ok", error=None, output_sha256=res.sha256, output_size=res.size,
+                image=image_path(rec.frame_id), faces=res.faces, plates=res.plates,
+                faces_carried=res.faces_carried, plates_carried=res.plates_carried, request_boxes=res.extra,
+                method=method, cached=res.cached))
+        for rec, why in plan.excluded:
+            oc.excluded[why] = oc.excluded.get(why, 0) + 1
+            # No position for frames inside exclusion zones: the log would otherwise map the
+            # very places residents asked to keep out of the published set.
+            where = {} if why in (EXCLUDED_ZONE, EXCLUDED_NO_POSITION) or rec.lat is None else \
+                {"lat": rec.lat, "lon": rec.lon}
+            records.append(_frame_record(rec, **where, status="excluded", reason=why))
+        track = track_feature(plan.source.reader().fixes(), session_id=sid, frames=plan.frames, exclude=excluded_at)
+        txn.write_file(TRACK_GEOJSON, dumps(track))
+        facts = SessionFacts(session_id=sid, captured_span=_span(plan.frames), published=oc.published,
+                             session_notice_version=str(plan.doc.get("notice_version", "unknown")))
+        txn.write_file("notice.html", render_html(notice, facts).encode())
+        txn.write_file("notice.txt", render_text(notice, facts).encode())
+        counts = {"frames": oc.frames, "published": oc.published, "failed": oc.failed, "skipped": oc.skipped,
+                  "faces": oc.faces, "plates": oc.plates,
+                  "excluded_zone": oc.excluded.get(EXCLUDED_ZONE, 0),
+                  "excluded_no_position": oc.excluded.get(EXCLUDED_NO_POSITION, 0),
+                  "excluded_deleted": oc.excluded.get(EXCLUDED_DELETED, 0),
+                  "removed_by_request": oc.excluded.get(EXCLUDED_REQUEST, 0)}
+        committed = txn.commit(records, {"run_id": run_rec["run_id"], "counts": counts},
+                               index={"run_id": run_rec["run_id"], "counts": counts})
+    oc.manifest_sha256 = committed.manifest_sha256
+    oc.publish_dir = out.display(sid)
+    return oc
+
+
+def _span(frames: Sequence[FrameRecord]) -> str:
+    if not frames:
+        return "no frames"
+    return f"{format_time(frames[0].time)} to {format_time(frames[-1].time)}"
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def run(opts: JobOptions, *, scheduler: str | None = None, workers: int = 0, threads_per_worker: int = 0) -> JobSummary:
+    """The nightly job on Dask (``streetveil run``)."""
+    cfg = opts.config
+    with dask_client(scheduler or cfg.job.scheduler, workers=workers or cfg.job.workers,
+                     threads=threads_per_worker or cfg.job.threads_per_worker,
+                     memory_limit=cfg.job.memory_limit) as client:
+        return run_job(opts, DaskExecutor(client, cfg.job.retries))
+
+
+def run_serial(opts: JobOptions) -> JobSummary:
+    """The same job without Dask, in this process (``streetveil redact SESSION_DIR``)."""
+    return run_job(opts, SerialExecutor())

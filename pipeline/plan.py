@@ -1,0 +1,156 @@
+"""The work plan of one session: which frames to redact, in which batches, which to leave out
+and why, and the hashes that key every output.
+
+Pure planning over frame records; the only I/O is reading the session's records and
+deletions journal through ``SessionSource`` (by the caller).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from capture.types import FrameRecord
+from pipeline.store import SessionSource
+
+# Reasons a frame is left out of a publication on purpose (counted, never an error).
+EXCLUDED_ZONE = "exclusion-zone"
+EXCLUDED_NO_POSITION = "no-position"
+EXCLUDED_DELETED = "raw-deleted"
+EXCLUDED_REQUEST = "removed-by-request"
+
+# Fields that describe the machine, not the result: left out of the output key.
+_MACHINE_FIELDS = frozenset({"threads", "weights", "plate_weights"})
+
+
+def _strip(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in _MACHINE_FIELDS and not isinstance(v, Path)}
+    if isinstance(obj, list | tuple):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def redact_key(cfg: BaseModel) -> str:
+    """sha256 of a redaction config without machine-specific fields: absolute weight paths
+    (the weights themselves are covered by the model hash) and thread counts."""
+    blob = json.dumps(_strip(cfg.model_dump(mode="python")), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """What residents' requests (governance, issue 7) changed about one frame. Read from the
+    session's audit chain: records ``{"type": "frame-override", "frame_id", "action":
+    "remove" | "blur", "boxes": [[x1, y1, x2, y2, class_index], ...]}``."""
+
+    remove: bool = False
+    boxes: tuple[tuple[float, float, float, float, int], ...] = ()
+
+
+def overrides_from(records: Iterable[Mapping[str, Any]]) -> dict[str, Override]:
+    out: dict[str, Override] = {}
+    for r in records:
+        if r.get("type") != "frame-override" or not isinstance(r.get("frame_id"), str):
+            continue
+        fid = r["frame_id"]
+        cur = out.get(fid, Override())
+        if r.get("action") == "remove":
+            cur = Override(True, cur.boxes)
+        elif r.get("action") == "blur":
+            boxes = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4])) for b in r.get("boxes", []))
+            cur = Override(cur.remove, cur.boxes + boxes)
+        out[fid] = cur
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    source: SessionSource
+    session_id: str
+    doc: Mapping[str, Any]  # session.json
+    frames: tuple[FrameRecord, ...]  # every record, capture order
+    included: tuple[FrameRecord, ...]  # to redact and publish, capture order
+    excluded: tuple[tuple[FrameRecord, str], ...]  # left out on purpose, with the reason
+    batches: tuple[tuple[int, int], ...]  # [start, end) into ``included``
+    extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
+
+    def batch_frames(self, b: int) -> tuple[FrameRecord, ...]:
+        s, e = self.batches[b]
+        return self.included[s:e]
+
+    def window(self, b: int, k: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Frame ids of batch ``b`` plus ``k`` on each side, and the batches that cover them."""
+        s, e = self.batches[b]
+        lo, hi = max(0, s - k), min(len(self.included), e + k)
+        ids = tuple(r.frame_id for r in self.included[lo:hi])
+        need = tuple(i for i, (bs, be) in enumerate(self.batches) if bs < hi and be > lo)
+        return ids, need
+
+
+def make_batches(n: int, size: int) -> tuple[tuple[int, int], ...]:
+    if size < 1:
+        raise ValueError("batch size must be >= 1")
+    return tuple((s, min(n, s + size)) for s in range(0, n, size))
+
+
+def plan_session(
+    source: SessionSource,
+    *,
+    batch_size: int,
+    excluded_at: Callable[[float, float], bool] | None,
+    overrides: Mapping[str, Override] | None = None,
+) -> SessionPlan:
+    """Split a session's frames into included frames (batched) and excluded ones.
+
+    Left out, in this order of precedence: frames whose raw file was deleted on purpose
+    (retention, requests; the journal in the session); frames removed by a request; with
+    exclusion zones configured, frames inside one and frames without a position (they cannot
+    be shown to lie outside, so publishing them would not fail closed).
+    """
+    reader = source.reader()
+    frames = tuple(reader.frames())
+    deleted = reader.deletions()
+    overrides = overrides or {}
+    included: list[FrameRecord] = []
+    excluded: list[tuple[FrameRecord, str]] = []
+    for rec in frames:
+        ov = overrides.get(rec.frame_id)
+        if rec.frame_id in deleted.frame_ids or (deleted.key_shredded and reader.encrypted):
+            excluded.append((rec, EXCLUDED_DELETED))
+        elif ov is not None and ov.remove:
+            excluded.append((rec, EXCLUDED_REQUEST))
+        elif excluded_at is not None and (rec.lat is None or rec.lon is None):
+            excluded.append((rec, EXCLUDED_NO_POSITION))
+        elif excluded_at is not None and excluded_at(rec.lat, rec.lon):
+            excluded.append((rec, EXCLUDED_ZONE))
+        else:
+            included.append(rec)
+    extra = {fid: ov.boxes for fid, ov in overrides.items() if ov.boxes}
+    return SessionPlan(
+        source=source,
+        session_id=reader.session_id,
+        doc=dict(reader.doc),
+        frames=frames,
+        included=tuple(included),
+        excluded=tuple(excluded),
+        batches=make_batches(len(included), batch_size),
+        extra_boxes=extra,
+    )
+
+
+def batches_needing(plan: SessionPlan, k: int) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+    return [plan.window(b, k) for b in range(len(plan.batches))]
+
+
+def count_reasons(excluded: Sequence[tuple[FrameRecord, str]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, why in excluded:
+        out[why] = out.get(why, 0) + 1
+    return out

@@ -1,0 +1,154 @@
+"""Retention (guidebook 4.8): delete raw frames once their redacted publication is verified.
+
+``purge`` walks a sessions root. A session's raw frames are deleted only when all of these
+hold: the session ended longer ago than the retention period; its publication exists and
+``audit verify`` passes on it; and every raw frame still on disk is accounted for by that
+publication (its latest audit record is "ok" or "excluded" for the same raw sha256, so frames
+that failed or were added later are kept for the next run).
+
+What is deleted, through ``capture.session.delete_frames`` / ``shred_session_key`` (which
+journal each deletion in the session's ``deletions.jsonl`` before unlinking): the raw frame
+files, and for encrypted sessions also ``session.key``. Destroying the only wrapped copy of the
+data key already makes every frame unreadable, including copies in backups
+(crypto-shredding); the frame files are deleted as well to free the disk. ``frames.jsonl``,
+``track.*`` and ``session.json`` stay: they hold no pixels, and they are what lets an operator
+answer "which frames, when, where" later (disclosure requests, leak reports).
+
+Each purge appends a ``purge`` record (what, when, who, the deleted files' sha256) to the
+session's published audit chain and the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from capture.crypto import KEY_FILE
+from capture.types import FrameRecord, format_time, parse_time
+from pipeline import audit
+from pipeline.errors import ConfigError
+from pipeline.publish import append_session_records
+from pipeline.verify import verify_tree
+
+log = logging.getLogger(__name__)
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> timedelta:
+    """``7d``, ``36h``, ``2w``, ``90m``, ``30s`` → timedelta."""
+    m = _AGE.match(text)
+    if not m:
+        raise ConfigError(f"--raw-older-than {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+@dataclass
+class PurgeOutcome:
+    session_id: str
+    path: str
+    action: str  # purged | would-purge | kept
+    reason: str = ""
+    frames: int = 0
+    bytes: int = 0
+    crypto_shredded: bool = False
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _session_end(doc: dict[str, Any], frames: list[FrameRecord]) -> datetime | None:
+    for t in (doc.get("closed"),):
+        if t:
+            return parse_time(t)
+    if frames:
+        return frames[-1].time
+    return parse_time(doc["created"]) if doc.get("created") else None
+
+
+def _latest_frame_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("type") == "frame" and isinstance(r.get("frame_id"), str):
+            latest[r["frame_id"]] = r
+    return latest
+
+
+def purge(
+    sessions_root: Path,
+    publish_dir: Path,
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[PurgeOutcome]:
+    """Delete raw frames of sessions whose verified publication covers them (see module doc)."""
+    from capture.session import SessionReader, delete_frames, iter_sessions, shred_session_key
+
+    now = now or datetime.now(UTC)
+    sessions_root, publish_dir = Path(sessions_root), Path(publish_dir)
+    if not sessions_root.is_dir():
+        raise ConfigError(f"{sessions_root}: sessions folder not found")
+    if not publish_dir.is_dir():
+        raise ConfigError(f"{publish_dir}: publish folder not found")
+    out: list[PurgeOutcome] = []
+    for path in iter_sessions(sessions_root):
+        reader = SessionReader(path)
+        sid = reader.session_id
+        frames = reader.frames()
+        deleted = reader.deletions()
+        oc = PurgeOutcome(sid, str(path), "kept")
+        out.append(oc)
+        remaining = [r for r in frames if r.frame_id not in deleted.frame_ids and (path / r.file).exists()]
+        key_present = (path / KEY_FILE).exists()
+        if not remaining and not key_present:
+            oc.reason = "nothing left to delete"
+            continue
+        end = _session_end(reader.doc, frames)
+        if end is None or now - end < older_than:
+            oc.reason = f"ended {format_time(end) if end else 'at an unknown time'}: within the retention period"
+            continue
+        pub = publish_dir / sid
+        if not (pub / "manifest.json").exists():
+            oc.reason = f"not published in {publish_dir}"
+            continue
+        report = verify_tree(pub)
+        if not report.ok:
+            oc.reason = f"publication does not verify: {report.problems[0]}"
+            continue
+        latest = _latest_frame_records(audit.read_records(pub / audit.AUDIT_FILE))
+        uncovered = [r for r in remaining
+                     if latest.get(r.frame_id, {}).get("status") not in ("ok", "excluded")
+                     or latest[r.frame_id].get("raw_sha256") != r.sha256]
+        if uncovered:
+            oc.reason = (f"{len(uncovered)} raw frame(s) not covered by the publication (failed or new, "
+                         f"e.g. {uncovered[0].frame_id}): run the job again first")
+            continue
+        oc.frames = len(remaining)
+        oc.bytes = sum((path / r.file).stat().st_size for r in remaining)
+        oc.crypto_shredded = reader.encrypted and key_present
+        if dry_run:
+            oc.action = "would-purge"
+            continue
+        ref = f"purge-{now:%Y%m%dT%H%M%SZ}"
+        key_entry = shred_session_key(path, reason="retention", ref=ref) if oc.crypto_shredded else None
+        delete_frames(path, remaining, reason="retention", ref=ref)
+        oc.action = "purged"
+        oc.record = {
+            "type": "purge", "time": audit.now_utc(), "who": audit.who(), "session_id": sid,
+            "reason": "retention", "ref": ref, "raw_older_than_s": older_than.total_seconds(),
+            "session_end": format_time(end), "frames_deleted": oc.frames, "bytes_deleted": oc.bytes,
+            "frames": [{"frame_id": r.frame_id, "sha256": r.sha256} for r in remaining],
+            "crypto_shredded": oc.crypto_shredded,
+            "key_sha256": key_entry["sha256"] if key_entry else None,
+            "note": ("session.key destroyed: the data key existed only wrapped in it, so every frame of "
+                     "this session is unreadable for good, backups included (crypto-shredding); frame "
+                     "files deleted too" if oc.crypto_shredded else "raw frame files deleted")
+                    + "; frames.jsonl, track and session.json kept (no pixels)",
+        }
+        append_session_records(publish_dir, sid, [oc.record])
+        log.info("purged %s: %d frames, %d bytes", sid, oc.frames, oc.bytes)
+    return out
