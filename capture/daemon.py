@@ -421,7 +421,7 @@ class CaptureDaemon:
         writer.add_frame(
             jpeg, time=t, position_source=g.position_source, lat=g.lat, lon=g.lon, altitude=g.altitude,
             heading=g.heading, speed=g.speed, fix_quality=g.fix_quality, hdop=g.hdop,
-            satellites=g.satellites, width=w, height=h,
+            satellites=g.satellites, width=w, height=h, extra={"camera_frame": idx},
         )
         self._disk_free -= len(jpeg)
         self._last_time = t
