@@ -139,6 +139,8 @@ def dask_client(scheduler: str | None, *, workers: int = 0, threads: int = 0,
     """A client of the scheduler at ``scheduler``, or of a new LocalCluster of processes."""
     from distributed import Client, LocalCluster
 
+    # Importing distributed applies its own logging config (INFO); keep it one notch below ours.
+    logging.getLogger("distributed").setLevel(max(logging.getLogger().getEffectiveLevel() + 10, logging.WARNING))
     if scheduler:
         try:
             client = Client(scheduler, timeout=timeout_s)

@@ -1,0 +1,266 @@
+"""The publish tree without the detector: GeoJSON builders, notice, manifest, the atomic
+publish transaction (as the governance commands will use it) and ``audit verify``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CONFIGS, read_ogr
+
+from capture.types import Fix, FrameRecord
+from pipeline import audit, geojson
+from pipeline.config import NoticeConfig, load_config
+from pipeline.manifest import build_manifest, verify_manifest
+from pipeline.notice import SessionFacts, render_html, render_text
+from pipeline.publish import PublishError, PublishTxn, append_session_records, swap_into_place
+from pipeline.store import Store
+from pipeline.verify import verify_tree
+
+T0 = datetime(2026, 11, 25, 1, 30, tzinfo=UTC)
+SID = "20261125T013000Z-test"
+
+
+def _rec(i: int, *, pos: bool = True) -> FrameRecord:
+    kw: dict[str, Any] = {"lat": 35.68 + i * 1e-4, "lon": 139.76 + i * 1e-4, "heading": 200.0 + i} if pos else {}
+    return FrameRecord(frame_id=f"{i:06d}", time=T0 + timedelta(seconds=i), file=f"frames/{i:06d}.jpg",
+                       sha256=hashlib.sha256(str(i).encode()).hexdigest(),
+                       position_source="fix" if pos else "none", **kw)
+
+
+# ---------------------------------------------------------------------------- GeoJSON (pure)
+
+
+def test_frame_feature_properties_and_null_geometry() -> None:
+    f = geojson.frame_feature(_rec(1), session_id=SID, image="images/000001.jpg", sha256="ab" * 32,
+                              faces=2, plates=1, width=1280, height=720)
+    assert f["geometry"] == {"type": "Point", "coordinates": [139.7601, 35.6801]}
+    p = f["properties"]
+    assert p["frame_id"] == "000001" and p["time"] == "2026-11-25T01:30:01.000Z"
+    assert (p["faces"], p["plates"], p["heading"], p["position_source"]) == (2, 1, 201.0, "fix")
+    none = geojson.frame_feature(_rec(2, pos=False), session_id=SID, image="images/000002.jpg",
+                                 sha256="cd" * 32, faces=0, plates=0, width=None, height=None)
+    assert none["geometry"] is None and none["properties"]["position_source"] == "none"
+
+
+def test_feature_collection_is_sorted_and_deterministic() -> None:
+    feats = [geojson.frame_feature(_rec(i), session_id=SID, image=f"images/{i:06d}.jpg", sha256="0" * 64,
+                                   faces=0, plates=0, width=1, height=1) for i in (3, 1, 2)]
+    fc = geojson.feature_collection(feats)
+    assert [f["id"] for f in fc["features"]] == ["000001", "000002", "000003"]
+    assert geojson.dumps(fc) == geojson.dumps(geojson.feature_collection(reversed(feats)))
+
+
+def _fix(i: int) -> Fix:
+    return Fix(time=T0 + timedelta(seconds=i), lat=35.68 + i * 1e-4, lon=139.76)
+
+
+@pytest.mark.parametrize(
+    ("n", "inside", "gtype", "points"),
+    [
+        (5, set(), "LineString", 5),
+        (7, {3}, "MultiLineString", 6),  # split around the excluded point
+        (5, {0, 1}, "LineString", 3),  # zone at the start: just shorter
+        (3, {1}, None, 0),  # nothing of two points or more left
+        (1, set(), None, 0),
+    ],
+)
+def test_track_feature(n: int, inside: set[int], gtype: str | None, points: int) -> None:
+    fixes = [_fix(i) for i in range(n)]
+    hidden = {(f.lat, f.lon) for i, f in enumerate(fixes) if i in inside}
+    fc = geojson.track_feature(fixes, session_id=SID, exclude=lambda la, lo: (la, lo) in hidden)
+    feat = fc["features"][0]
+    assert (feat["geometry"] or {}).get("type") == gtype
+    assert feat["properties"]["points"] == points
+
+
+def test_track_falls_back_to_frame_positions() -> None:
+    fc = geojson.track_feature([], session_id=SID, frames=[_rec(1), _rec(2, pos=False), _rec(3)])
+    feat = fc["features"][0]
+    assert feat["geometry"]["type"] == "LineString" and len(feat["geometry"]["coordinates"]) == 2
+    assert feat["properties"]["source"] == "frame-positions"
+
+
+# ---------------------------------------------------------------------------- notice
+
+
+def test_notice_has_the_guidebook_items_and_escapes_html() -> None:
+    base = load_config(CONFIGS / "notice.toml", NoticeConfig, kind="notice", environ={})
+    notice = base.model_copy(update={"operator": "Roads & <Bridges> Co."})
+    facts = SessionFacts(SID, "2026-11-25T01:30:00.000Z to 2026-11-25T01:31:00.000Z", 7, "2026-10-01")
+    html = render_html(notice, facts)
+    text = render_text(notice, facts)
+    assert "Roads &amp; &lt;Bridges&gt; Co." in html and "<Bridges>" not in html
+    assert "Roads & <Bridges> Co." in text
+    for item in (notice.purpose, notice.captured, notice.retention, notice.contact, notice.details_url,
+                 notice.third_parties, notice.requests, *notice.security_measures):
+        assert item in text
+    assert html.count("<li>") == len(notice.security_measures)
+    assert "version 2026-10-01" in text and f"version {notice.version}" in text
+    assert render_html(notice, facts) == html  # deterministic: no render time
+
+
+# ---------------------------------------------------------------------------- manifest
+
+
+def test_manifest_build_and_verify(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"abc")
+    (tmp_path / "frames.geojson").write_bytes(b"{}")
+    (tmp_path / "audit.jsonl").write_bytes(b"not listed\n")
+    man = build_manifest(tmp_path, SID)
+    doc = json.loads(man)
+    assert set(doc["files"]) == {"images/a.jpg", "frames.geojson"}
+    assert doc["files"]["images/a.jpg"] == {"sha256": hashlib.sha256(b"abc").hexdigest(), "size": 3}
+    (tmp_path / "manifest.json").write_bytes(man)
+    assert verify_manifest(tmp_path, "S") == []
+    (tmp_path / "images" / "a.jpg").write_bytes(b"abd")
+    (tmp_path / "images" / "b.jpg").write_bytes(b"new")
+    (tmp_path / "frames.geojson").unlink()
+    assert verify_manifest(tmp_path, "S") == [
+        "S/frames.geojson: listed in the manifest but missing",
+        "S/images/a.jpg: sha256 differs from the manifest (file altered)",
+        "S/images/b.jpg: not listed in the manifest (unexpected file)",
+    ]
+
+
+# ---------------------------------------------------------------------------- transactions
+
+
+def _publish(out: Path, frames: list[int], *, tag: bytes = b"") -> None:
+    with PublishTxn.open(Store(str(out)), SID) as txn:
+        records = []
+        for i in frames:
+            data = b"JPEG" + tag + bytes([i])
+            feat = geojson.frame_feature(_rec(i), session_id=SID, image=f"images/{i:06d}.jpg",
+                                         sha256=hashlib.sha256(data).hexdigest(), faces=1, plates=0,
+                                         width=1, height=1)
+            txn.put_image(f"{i:06d}", feat, data=data)
+            records.append({"type": "frame", "frame_id": f"{i:06d}", "status": "ok",
+                            "output_sha256": hashlib.sha256(data).hexdigest()})
+        txn.write_file("notice.txt", b"notice\n")
+        txn.commit(records, {"run_id": "test"})
+
+
+def test_commit_publishes_atomically_and_verifies(tmp_path: Path) -> None:
+    _publish(tmp_path, [1, 2, 3])
+    s = tmp_path / SID
+    assert sorted(p.name for p in (s / "images").iterdir()) == ["000001.jpg", "000002.jpg", "000003.jpg"]
+    rep = verify_tree(tmp_path)
+    assert rep.ok, rep.problems
+    assert rep.sessions == (SID,) and rep.files == 5  # 3 images, frames.geojson, notice.txt
+    inode = s.stat().st_ino
+    _publish(tmp_path, [1, 2], tag=b"v2")  # a new version replaces the folder as a whole
+    assert s.stat().st_ino != inode
+    assert sorted(p.name for p in (s / "images").iterdir()) == ["000001.jpg", "000002.jpg"]
+    assert verify_tree(tmp_path).ok
+    assert list((tmp_path / ".staging").iterdir()) == []  # no leftovers
+    recs = audit.read_records(s / "audit.jsonl")
+    assert [r["type"] for r in recs].count("publish") == 2  # the chain continues across versions
+
+
+def test_failed_transaction_leaves_the_published_version(tmp_path: Path) -> None:
+    _publish(tmp_path, [1, 2])
+    before = (tmp_path / SID / "manifest.json").read_bytes()
+    with pytest.raises(RuntimeError), PublishTxn.open(Store(str(tmp_path)), SID) as txn:
+        txn.put_image("000009", {"properties": {}}, data=b"x")
+        raise RuntimeError("killed half-way")
+    assert (tmp_path / SID / "manifest.json").read_bytes() == before
+    assert list((tmp_path / ".staging").iterdir()) == []
+    assert verify_tree(tmp_path).ok
+
+
+def test_put_image_refuses_a_damaged_work_file(tmp_path: Path) -> None:
+    src = tmp_path / "w.jpg"
+    src.write_bytes(b"short")
+    with PublishTxn.open(Store(str(tmp_path / "pub")), SID) as txn, pytest.raises(PublishError, match="expected"):
+        txn.put_image("000001", {}, source=src, sha256="0" * 64)
+
+
+def test_edit_transaction_as_governance_would(tmp_path: Path) -> None:
+    """Takedown + extra blur through keep_published: re-published atomically, still verifies;
+    the published files are hard-linked, never modified in place."""
+    _publish(tmp_path, [1, 2, 3])
+    pub = tmp_path / SID
+    old2 = (pub / "images" / "000002.jpg").read_bytes()
+    with PublishTxn.open(Store(str(tmp_path)), SID, keep_published=True) as txn:
+        assert txn.image_ids() == ["000001", "000002", "000003"]
+        assert txn.remove_frame("000001")
+        new = b"JPEG-more-blur"
+        feat = dict(txn.features["000002"])
+        txn.put_image("000002", feat, data=new)
+        txn.commit([{"type": "request", "ref": "REQ-1", "frame_id": "000001", "action": "remove"},
+                    {"type": "request", "ref": "REQ-2", "frame_id": "000002", "action": "blur", "status": "ok",
+                     "output_sha256": hashlib.sha256(new).hexdigest()}])
+    assert not (pub / "images" / "000001.jpg").exists()
+    assert (pub / "images" / "000002.jpg").read_bytes() == b"JPEG-more-blur"
+    fc = json.loads((pub / "frames.geojson").read_bytes())
+    assert [f["id"] for f in fc["features"]] == ["000002", "000003"]
+    assert verify_tree(tmp_path).ok
+    assert old2 != b"JPEG-more-blur"
+
+
+def test_forged_image_with_forged_manifest_still_fails(tmp_path: Path) -> None:
+    _publish(tmp_path, [1, 2])
+    pub = tmp_path / SID
+    forged = b"unredacted"
+    (pub / "images" / "000002.jpg").write_bytes(forged)
+    man = json.loads((pub / "manifest.json").read_bytes())
+    man["files"]["images/000002.jpg"] = {"sha256": hashlib.sha256(forged).hexdigest(), "size": len(forged)}
+    (pub / "manifest.json").write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
+    rep = verify_tree(tmp_path)
+    assert not rep.ok
+    assert f"{SID}/manifest.json: sha256 differs from the one in the last publish record" in rep.problems[0]
+    assert any(p.startswith(f"{SID}/images/000002.jpg: its sha256 is in no audit record") for p in rep.problems)
+
+
+def test_in_place_appends_and_truncation(tmp_path: Path) -> None:
+    _publish(tmp_path, [1, 2])
+    append_session_records(tmp_path, SID, [{"type": "purge", "frames_deleted": 2}])
+    assert verify_tree(tmp_path).ok
+    log = tmp_path / SID / "audit.jsonl"
+    log.write_bytes(b"".join(x + b"\n" for x in log.read_bytes().splitlines()[:-1]))  # drop the purge
+    rep = verify_tree(tmp_path)
+    assert not rep.ok
+    assert rep.problems[0].startswith(f"{SID}/audit.jsonl: the record the index holds as its head")
+
+
+def test_verify_single_session_and_unindexed(tmp_path: Path) -> None:
+    _publish(tmp_path, [1])
+    assert verify_tree(tmp_path / SID).ok
+    (tmp_path / "audit-index.jsonl").unlink()
+    rep = verify_tree(tmp_path)
+    assert any("not recorded in audit-index.jsonl" in p for p in rep.problems)
+
+
+def test_swap_replaces_and_cleans(tmp_path: Path) -> None:
+    final, staging = tmp_path / "s", tmp_path / ".staging" / "s.new"
+    final.mkdir()
+    (final / "old").write_text("old")
+    staging.mkdir(parents=True)
+    (staging / "new").write_text("new")
+    swap_into_place(staging, final)
+    assert os.listdir(final) == ["new"] and not staging.exists()
+
+
+def test_geojson_opens_with_gdal(tmp_path: Path) -> None:
+    with PublishTxn.open(Store(str(tmp_path)), SID) as txn:
+        for i, pos in ((1, True), (2, False), (3, True)):
+            data = bytes([i])
+            txn.put_image(f"{i:06d}", geojson.frame_feature(
+                _rec(i, pos=pos), session_id=SID, image=f"images/{i:06d}.jpg",
+                sha256=hashlib.sha256(data).hexdigest(), faces=i, plates=0, width=1, height=1), data=data)
+        txn.write_file("track.geojson", geojson.dumps(geojson.track_feature([_fix(i) for i in range(4)], session_id=SID)))
+        txn.commit([])
+    meta, fields, geoms = read_ogr(tmp_path / SID / "frames.geojson")
+    assert meta["crs"] == "EPSG:4326" and meta["geometry_type"] == "Point"
+    assert fields["frame_id"] == ["000001", "000002", "000003"]
+    assert [g is None for g in geoms] == [False, True, False]  # no position: null geometry
+    assert fields["faces"] == [1, 2, 3]
+    meta, _, geoms = read_ogr(tmp_path / SID / "track.geojson")
+    assert geoms[0].geom_type == "LineString" and len(geoms[0].coords) == 4
