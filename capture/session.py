@@ -290,6 +290,10 @@ class SessionWriter:
             "config_sha256": meta.config_sha256,
             "encryption": encryption,
         }
+        # The journals exist before session.json, the file that makes the folder a session:
+        # a crash at any point leaves either no session or a complete (empty) one.
+        for name in (FRAMES_JSONL, TRACK_JSONL):
+            atomic_write_bytes(path / name, b"", durable=True)
         atomic_write_text(path / SESSION_JSON, json.dumps(doc, indent=2, ensure_ascii=False))
         fsync_dir(Path(root))
         log.info("session %s opened at %s", sid, path)
