@@ -254,23 +254,51 @@ def _zones(cfg: NightlyConfig) -> Callable[[float, float], bool] | None:
 
 
 def _notice(cfg: NightlyConfig) -> NoticeConfig:
+    if not cfg.publish.notice.is_file():
+        raise PipelineError(f"[publish] notice {cfg.publish.notice}: privacy notice config not found "
+                            "(every published set carries its notice; e.g. --config configs/nightly.toml)")
     return load_config(cfg.publish.notice, NoticeConfig, kind="notice")
 
 
-def run_job(opts: JobOptions, executor: Executor) -> JobSummary:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What is checked before any cluster starts: inputs, notice, zones, the output folder."""
+
+    out: Store
+    notice: NoticeConfig
+    excluded_at: Callable[[float, float], bool] | None
+    sources: tuple[SessionSource, ...]
+
+
+def prepare(opts: JobOptions) -> Prepared:
+    """Validate the job's inputs and configs (usage errors, exit 2) before starting work."""
+    cfg = opts.config
+    out = Store(opts.out)
+    key_path = str(cfg.decrypt.private_key) if cfg.decrypt.private_key else None
+    sources = tuple(SessionSource(s, key_path) for s in expand_sessions(opts.sessions))
+    notice = _notice(cfg)
+    excluded_at = _zones(cfg)
+    if key_path is not None and not Path(key_path).is_file():
+        raise PipelineError(f"[decrypt] private_key {key_path}: file not found")
+    if out.local is not None:
+        try:
+            out.local.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PipelineError(f"{out.local}: cannot create the publish folder: {e}") from None
+    return Prepared(out, notice, excluded_at, sources)
+
+
+def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = None) -> JobSummary:
     """Redact and publish ``opts.sessions`` into ``opts.out`` with ``executor``."""
     t0 = time.monotonic()
     cfg = opts.config
-    out = Store(opts.out)
-    notice = _notice(cfg)
-    excluded_at = _zones(cfg)
-    key_path = str(cfg.decrypt.private_key) if cfg.decrypt.private_key else None
+    p = prepared or prepare(opts)
+    out, notice, excluded_at, sources = p.out, p.notice, p.excluded_at, p.sources
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    sources = [SessionSource(s, key_path) for s in expand_sessions(opts.sessions)]
     spec = ModelSpec(cfg.redact, threads=opts.threads, config_key=redact_key(cfg.redact))
     carry = CarrySpec(cfg.publish.temporal_carry, cfg.publish.carry_expand)
 
-    described = executor.submit(describe_model, spec, key="describe-model", priority=10).result()
+    described = executor.submit(describe_model, spec, key=f"describe-model-{run_id}", priority=10).result()
     model_hash = described["model_hash"]
     run_rec = {
         "type": "run", "run_id": run_id, "time": audit.now_utc(), "who": audit.who(),
@@ -471,10 +499,11 @@ def _span(frames: Sequence[FrameRecord]) -> str:
 def run(opts: JobOptions, *, scheduler: str | None = None, workers: int = 0, threads_per_worker: int = 0) -> JobSummary:
     """The nightly job on Dask (``streetveil run``)."""
     cfg = opts.config
+    prepared = prepare(opts)
     with dask_client(scheduler or cfg.job.scheduler, workers=workers or cfg.job.workers,
                      threads=threads_per_worker or cfg.job.threads_per_worker,
                      memory_limit=cfg.job.memory_limit) as client:
-        return run_job(opts, DaskExecutor(client, cfg.job.retries))
+        return run_job(opts, DaskExecutor(client, cfg.job.retries), prepared)
 
 
 def run_serial(opts: JobOptions) -> JobSummary:

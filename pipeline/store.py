@@ -162,7 +162,7 @@ class Store:
 
 # ---------------------------------------------------------------------------- sessions
 
-_META_FILES = ("session.json", "frames.jsonl", "track.jsonl", "track.gpx", "session.key")
+_META_FILES = ("session.json", "frames.jsonl", "track.jsonl", "track.gpx", "session.key", "deletions.jsonl")
 _cache_lock = threading.Lock()
 _meta_cache: dict[str, Path] = {}
 

@@ -1,0 +1,191 @@
+"""Job logic through the serial path (the same task functions, no Dask): temporal carry,
+planning and keys, exclusion zones, frames without a position, a frame that cannot be
+decoded, and a rerun that redoes it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, JOB_FRAMES, read_ogr, run_cli
+
+from pipeline import audit
+from pipeline.carry import carry_boxes, covered, grow, neighbour_order
+from pipeline.config import NightlyConfig, load_config
+from pipeline.job import JobOptions, run_serial
+from pipeline.plan import make_batches, redact_key
+from pipeline.verify import verify_tree
+
+# ---------------------------------------------------------------------------- carry (pure)
+
+
+@pytest.mark.parametrize(
+    ("index", "n", "k", "expect"),
+    [(0, 5, 1, [1]), (2, 5, 1, [1, 3]), (4, 5, 1, [3]), (2, 5, 2, [1, 3, 0, 4]), (0, 1, 3, []), (1, 3, 0, [])],
+)
+def test_neighbour_order(index: int, n: int, k: int, expect: list[int]) -> None:
+    assert neighbour_order(index, n, k) == expect
+
+
+def test_grow_and_covered() -> None:
+    b = np.array([10, 10, 30, 20], np.float32)
+    assert grow(b, 2.0, 100, 100).tolist() == [0, 5, 40, 25]
+    assert grow(b, 1.0, 25, 100).tolist() == [10, 10, 25, 20]  # clipped to the image
+    assert covered(b, np.array([[0, 0, 25, 25]], np.float32))  # 75 % inside
+    assert not covered(b, np.array([[0, 0, 15, 25]], np.float32))  # 25 % inside
+    assert not covered(b, np.zeros((0, 4), np.float32))
+
+
+def test_carry_boxes() -> None:
+    own_xy = np.array([[100, 100, 140, 140]], np.float32)
+    own_cls = np.array([0], np.uint8)
+    prev = (np.array([[102, 100, 142, 140], [500, 300, 560, 320]], np.float32), np.array([0.9, 0.8], np.float32),
+            np.array([0, 1], np.uint8))  # a face we already have, a plate we missed
+    nxt = (np.array([[505, 300, 565, 320], [100, 100, 140, 140]], np.float32), np.array([0.7, 0.6], np.float32),
+           np.array([1, 1], np.uint8))  # the same missed plate, and a plate where we have a face
+    xy, score, cls = carry_boxes(own_xy, own_cls, [prev, nxt], expand=1.5, width=1280, height=720)
+    assert cls.tolist() == [1, 1]  # the plate once (the second copy is covered), the other-class box
+    assert xy[0].tolist() == [485.0, 295.0, 575.0, 325.0] and score.tolist() == pytest.approx([0.8, 0.6])
+    empty = carry_boxes(own_xy, own_cls, [], expand=1.5, width=10, height=10)
+    assert [len(a) for a in empty] == [0, 0, 0]
+
+
+# ---------------------------------------------------------------------------- planning
+
+
+def test_batches_and_windows() -> None:
+    assert make_batches(5, 2) == ((0, 2), (2, 4), (4, 5))
+    assert make_batches(0, 8) == ()
+
+
+def test_redact_key_ignores_machine_fields() -> None:
+    base = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={}).redact
+    det = base.detector
+    other_machine = base.model_copy(update={"detector": det.model_copy(update={"threads": 7, "weights": Path("/x/w.onnx")})})
+    assert redact_key(other_machine) == redact_key(base)
+    stricter = base.model_copy(update={"detector": det.model_copy(update={"face_threshold": 0.5})})
+    assert redact_key(stricter) != redact_key(base)
+
+
+# ---------------------------------------------------------------------------- serial job runs
+
+
+def _cfg(**publish: Any) -> NightlyConfig:
+    cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={})
+    return cfg.model_copy(update={"publish": cfg.publish.model_copy(update=publish)})
+
+
+def _run(session: Path, out: Path, cfg: NightlyConfig) -> Any:
+    return run_serial(JobOptions(sessions=(str(session),), out=str(out), config=cfg, progress=False, threads=1))
+
+
+@pytest.fixture
+def session_copy(job_session: Path, serial_publication: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A writable copy of the job session, and a publish folder seeded with the serial run's
+    work area (so unchanged frames are not detected again)."""
+    s = tmp_path / "sessions" / job_session.name
+    shutil.copytree(job_session, s)
+    out = tmp_path / "pub"
+    shutil.copytree(serial_publication.parent / ".work", out / ".work")
+    return s, out
+
+
+def _rewrite_records(session: Path, fn) -> None:  # type: ignore[no-untyped-def]
+    lines = (session / "frames.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    fn(recs)
+    (session / "frames.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, Path]) -> None:
+    session, out = session_copy
+    pos: dict[str, Any] = {}
+
+    def drop_position(recs: list[dict[str, Any]]) -> None:
+        pos.update(recs[4])
+        r = recs[1]
+        r.update(position_source="none", lat=None, lon=None, altitude=None)
+
+    _rewrite_records(session, drop_position)
+    lat, lon, d = pos["lat"], pos["lon"], 2e-5  # a ~4 m square around frame 000005
+    zones = out.parent / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "properties": {"name": "resident request 17"}, "geometry": {
+            "type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d],
+                                                [lon - d, lat + d], [lon - d, lat - d]]]}}]}))
+    s = _run(session, out, _cfg(exclusion_zones=zones))
+    oc = s.sessions[0]
+    assert oc.excluded == {"exclusion-zone": 1, "no-position": 1}
+    assert (oc.published, oc.failed) == (JOB_FRAMES - 2, 0)
+    sdir = out / session.name
+    _, f, geoms = read_ogr(sdir / "frames.geojson")
+    assert "000005" not in f["frame_id"] and "000002" not in f["frame_id"]
+    assert not (sdir / "images" / "000005.jpg").exists()
+    recs = audit.read_records(sdir / "audit.jsonl")
+    ex = {r["frame_id"]: r for r in recs if r.get("status") == "excluded"}
+    assert ex["000005"]["reason"] == "exclusion-zone" and "lat" not in ex["000005"]  # place not logged
+    assert ex["000002"]["reason"] == "no-position"
+    assert recs[-1]["counts"]["excluded_zone"] == 1 and recs[-1]["counts"]["excluded_no_position"] == 1
+    assert verify_tree(out).ok
+
+    # Without zones a frame without a position is published, with a null geometry.
+    s = _run(session, out, _cfg())
+    oc = s.sessions[0]
+    assert (oc.published, oc.excluded) == (JOB_FRAMES, {})
+    # Frames 2 and 5 are new, and 1, 3, 4, 6 have new neighbours (carry): only 7 and 8 are reused.
+    assert oc.skipped == 2
+    _, f, geoms = read_ogr(sdir / "frames.geojson")
+    i = f["frame_id"].index("000002")
+    assert geoms[i] is None and f["position_source"][i] == "none"
+    assert sum(g is not None for g in geoms) == JOB_FRAMES - 1
+    assert verify_tree(out).ok
+
+
+def test_undecodable_frame_fails_closed_and_rerun_redoes_it(session_copy: tuple[Path, Path],
+                                                             serial_publication: Path) -> None:
+    session, out = session_copy
+    raw = session / "frames" / "000003.jpg"
+    good = raw.read_bytes()
+    bad = b"\xff\xd8\xff\xe0" + b"\x00" * 500  # a JPEG header and nothing decodable
+    raw.write_bytes(bad)
+
+    def fix_hash(recs: list[dict[str, Any]]) -> None:
+        recs[2]["sha256"] = hashlib.sha256(raw.read_bytes()).hexdigest()
+
+    _rewrite_records(session, fix_hash)
+    s = _run(session, out, _cfg())
+    oc = s.sessions[0]
+    assert (oc.published, oc.failed) == (JOB_FRAMES - 1, 1)
+    assert oc.failures[0][0] == "000003" and oc.failures[0][1].startswith("decode:")
+    assert not (out / session.name / "images" / "000003.jpg").exists()
+    # Neighbours were rendered without the failed frame's boxes: they differ from the oracle.
+    recs = audit.read_records(out / session.name / "audit.jsonl")
+    failed = [r for r in recs if r.get("status") == "failed"]
+    assert len(failed) == 1 and failed[0]["error"].startswith("decode:")
+
+    raw.write_bytes(good)
+    _rewrite_records(session, fix_hash)
+    s = _run(session, out, _cfg())
+    oc = s.sessions[0]
+    assert (oc.published, oc.failed) == (JOB_FRAMES, 0)
+    published = {p.name: p.read_bytes() for p in (out / session.name / "images").iterdir()}
+    assert published == {p.name: p.read_bytes() for p in (serial_publication / "images").iterdir()}
+    assert verify_tree(out).ok
+
+
+def test_folder_of_sessions_and_usage_errors(job_session: Path, tmp_path: Path) -> None:
+    from pipeline.job import expand_sessions
+
+    assert expand_sessions([str(job_session.parent)]) == [str(job_session)]
+    r = run_cli("run", str(tmp_path), "--out", str(tmp_path / "pub"))
+    assert r.returncode == 2 and "not a session" in r.stderr
+    r = run_cli("run", str(job_session), "--out", str(tmp_path / "pub"), "--scheduler", "tcp://127.0.0.1:9",
+                "--workers", "2")
+    assert r.returncode == 2 and "not with --scheduler" in r.stderr
+    r = run_cli("purge", str(job_session.parent), "--raw-older-than", "soon", "--publish-dir", str(tmp_path))
+    assert r.returncode == 2 and "--raw-older-than 'soon'" in r.stderr
