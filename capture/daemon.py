@@ -33,6 +33,7 @@ import numpy as np
 from capture.camera import CameraFrame, RetryingCamera, open_camera
 from capture.config import VehicleConfig
 from capture.errors import CaptureError, GpsError, SessionError
+from capture.fsutil import TMP_PREFIX
 from capture.geodesy import distance_m
 from capture.geotag import Geotag, geotag
 from capture.gps import GpsSource, open_gps
@@ -128,6 +129,11 @@ def recover_open_sessions(root: Path) -> list[Path]:
     closed: list[Path] = []
     if not root.is_dir():
         return closed
+    for tmp in root.glob(TMP_PREFIX + "*"):
+        # A session folder still under construction when we crashed: it holds no frames.
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.warning("removed %s, a session folder left half-made by a crash", tmp.name)
     for path in iter_sessions(root):
         try:
             status = json.loads((path / SESSION_JSON).read_text()).get("status")

@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -240,20 +242,32 @@ class SessionWriter:
         fsync_interval_s: float = 1.0,
         session_id: str | None = None,
     ) -> SessionWriter:
-        """Create ``root/<session_id>/`` and return a writer for it."""
+        """Create ``root/<session_id>/`` and return a writer for it.
+
+        The folder is built under a temporary name and renamed into place complete, so a
+        crash never leaves a half-made session. An automatic id that is taken (a restart
+        within the same second) gets a ``-2``, ``-3``... suffix.
+        """
         start = start or datetime.now(UTC)
         sid = session_id or make_session_id(start, meta.vehicle_id)
         if not _SESSION_ID_RE.match(sid):
             raise SessionError(f"invalid session id {sid!r}")
-        path = Path(root) / sid
+        root = Path(root)
+        if session_id is None:
+            base, n = sid, 1
+            while (root / sid).exists():
+                n += 1
+                sid = f"{base[:120]}-{n}"
+        final = root / sid
+        if final.exists():
+            raise SessionError(f"{final}: session directory already exists")
         try:
-            Path(root).mkdir(parents=True, exist_ok=True)
-            path.mkdir()
+            root.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{sid}-", dir=root))
+            path.chmod(0o755)  # mkdtemp's 0700 would hide the session from the batch user
             (path / FRAMES_DIR).mkdir()
-        except FileExistsError as e:
-            raise SessionError(f"{path}: session directory already exists") from e
         except OSError as e:
-            raise SessionError(f"{path}: cannot create session directory: {e}") from e
+            raise SessionError(f"{final}: cannot create session directory: {e}") from e
         cipher = None
         encryption = None
         if recipient_public_key is not None:
@@ -295,7 +309,14 @@ class SessionWriter:
         for name in (FRAMES_JSONL, TRACK_JSONL):
             atomic_write_bytes(path / name, b"", durable=True)
         atomic_write_text(path / SESSION_JSON, json.dumps(doc, indent=2, ensure_ascii=False))
-        fsync_dir(Path(root))
+        fsync_dir(path / FRAMES_DIR)
+        try:
+            os.rename(path, final)
+        except OSError as e:
+            shutil.rmtree(path, ignore_errors=True)
+            raise SessionError(f"{final}: cannot create session directory: {e}") from e
+        path = final
+        fsync_dir(root)
         log.info("session %s opened at %s", sid, path)
         return cls(path, doc, cipher=cipher, next_seq=1, last_time=None, fsync_interval_s=fsync_interval_s)
 
@@ -813,5 +834,6 @@ def iter_sessions(root: Path) -> Iterator[Path]:
         yield root
         return
     for p in sorted(root.iterdir()):
-        if (p / SESSION_JSON).is_file():
+        # Temporary folders are sessions under construction (or left by a crash during it).
+        if not p.name.startswith(TMP_PREFIX) and (p / SESSION_JSON).is_file():
             yield p

@@ -26,3 +26,33 @@ def test_killed_right_after_session_json(tmp_path: Path, monkeypatch: pytest.Mon
     assert check_session(path).frames == 0
     SessionWriter.recover(path).close()
     assert check_session(path).status == "closed"
+
+
+def test_killed_while_building_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash before the rename leaves only a temporary folder: no session, no collision."""
+    import capture.session as cs
+
+    def crash(*a: object, **k: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(cs.os, "rename", crash)
+    with pytest.raises(SystemExit):
+        SessionWriter.create(tmp_path, META)
+    monkeypatch.undo()
+    assert list(iter_sessions(tmp_path)) == []
+    assert [p.name[:5] for p in tmp_path.iterdir()] == [".tmp-"]
+    from capture.daemon import recover_open_sessions
+
+    assert recover_open_sessions(tmp_path) == [] and list(tmp_path.iterdir()) == []
+
+
+def test_same_second_restart_gets_a_suffix(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    a = SessionWriter.create(tmp_path, META, start=t)
+    b = SessionWriter.create(tmp_path, META, start=t)
+    assert b.path.name == a.path.name + "-2"
+    a.close()
+    b.close()
+    assert [check_session(p).status for p in iter_sessions(tmp_path)] == ["closed", "closed"]
