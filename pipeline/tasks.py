@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from capture.types import FrameRecord
+from capture.types import FrameRecord, format_time
 from pipeline.carry import carry_boxes, neighbour_order
 from pipeline.store import SessionSource, Store
 
@@ -168,21 +168,29 @@ def detect_key(raw_sha256: str, config_key: str, model_hash: str) -> str:
     return _h("detect", str(WORK_VERSION), raw_sha256, config_key, model_hash)
 
 
+def geotag_token(rec: FrameRecord) -> str:
+    """What of the frame record goes into the output's EXIF (position, time, heading, speed)."""
+    return json.dumps([rec.lat, rec.lon, rec.altitude, format_time(rec.time), rec.heading, rec.speed])
+
+
 def render_key(det_key: str, neighbour_det_keys: Sequence[str], carry: CarrySpec,
-               extra: Sequence[tuple[float, float, float, float, int]], config_key: str) -> str:
+               extra: Sequence[tuple[float, float, float, float, int]], config_key: str, geotag: str) -> str:
     """The output image depends on its own detections, the neighbours' (carry), the carry
-    parameters and request boxes. Neighbours that failed are left out of the key, so a rerun
-    that recovers one re-renders the frames next to it."""
+    parameters, request boxes and the EXIF geotag from the frame record. Neighbours that
+    failed are left out of the key, so a rerun that recovers one re-renders the frames next
+    to it."""
     return _h("render", str(WORK_VERSION), det_key, ",".join(neighbour_det_keys), carry.token(),
-              json.dumps([list(e) for e in extra]), config_key)
+              json.dumps([list(e) for e in extra]), config_key, geotag)
 
 
-def _det_rel(fid: str) -> str:
-    return f"det/{fid}.json"
+# Work files are named by frame and key, so results for other configs or neighbourhoods stay
+# reusable side by side (the work area is a cache; deleting it only costs recomputation).
+def _det_rel(fid: str, key: str) -> str:
+    return f"det/{fid}-{key[:16]}.json"
 
 
-def _out_rel(fid: str) -> str:
-    return f"out/{fid}.json"
+def _out_rel(fid: str, key: str) -> str:
+    return f"out/{fid}-{key[:16]}.json"
 
 
 def image_rel(fid: str, key: str) -> str:
@@ -303,7 +311,7 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
     out: dict[str, DetResult] = {}
     for rec in frames:
         key = detect_key(rec.sha256, ctx.model.config_key, ctx.model_hash)
-        cached = _read_json(ctx.work, _det_rel(rec.frame_id))
+        cached = _read_json(ctx.work, _det_rel(rec.frame_id, key))
         if cached and cached.get("key") == key and cached.get("status") == "ok":
             out[rec.frame_id] = DetResult.from_json(cached)
             continue
@@ -323,7 +331,7 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
                 width=int(img.width), height=int(img.height))
         except FrameFailure as f:
             res = DetResult(frame_id=rec.frame_id, key=key, status="failed", error=str(f))
-        _write_json(ctx.work, _det_rel(rec.frame_id), res.to_json())
+        _write_json(ctx.work, _det_rel(rec.frame_id, key), res.to_json())
         out[rec.frame_id] = res
     return out
 
@@ -365,8 +373,8 @@ def render_batch(
         neigh = [dets[window[j]] for j in neighbour_order(pos[rec.frame_id], len(window), ctx.carry.frames)]
         neigh = [d for d in neigh if d.status == "ok"]
         extra = ctx.extra_boxes.get(rec.frame_id, ())
-        key = render_key(own.key, [d.key for d in neigh], ctx.carry, extra, ctx.model.config_key)
-        cached = _read_json(ctx.work, _out_rel(rec.frame_id))
+        key = render_key(own.key, [d.key for d in neigh], ctx.carry, extra, ctx.model.config_key, geotag_token(rec))
+        cached = _read_json(ctx.work, _out_rel(rec.frame_id, key))
         if cached and cached.get("key") == key and cached.get("status") == "ok" and _intact(ctx.work, cached):
             results.append(FrameResult.from_json(cached))
             continue
@@ -376,7 +384,7 @@ def render_batch(
             res = _render_one(ctx, redactor, rec, own, neigh, extra, key)
         except FrameFailure as f:
             res = FrameResult(frame_id=rec.frame_id, key=key, status="failed", error=str(f))
-            _write_json(ctx.work, _out_rel(rec.frame_id), res.to_json())
+            _write_json(ctx.work, _out_rel(rec.frame_id, key), res.to_json())
         results.append(res)
     return results
 
@@ -414,5 +422,5 @@ def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResul
         faces_carried=int((ccl == 0).sum()), plates_carried=int((ccl == 1).sum()), extra=len(extra),
         width=w, height=h, detected_cached=own.cached)
     # The JSON is the commit marker: written after the image it names.
-    _write_json(ctx.work, _out_rel(rec.frame_id), res.to_json())
+    _write_json(ctx.work, _out_rel(rec.frame_id, key), res.to_json())
     return res
