@@ -3,6 +3,7 @@ retry with backoff when the camera is lost (the daemon keeps running)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import threading
@@ -28,7 +29,7 @@ def test_paced_video_runs_in_real_time(shared: Path) -> None:
     assert all(f is not None for f in frames)
     assert elapsed == pytest.approx(1.0, abs=0.25)  # 11 frames at 10 fps: 1 s
     idx = [f.index for f in frames if f is not None]
-    assert idx[0] == 0 and all(b > a for a, b in zip(idx, idx[1:], strict=False))
+    assert idx[0] == 0 and all(b > a for a, b in itertools.pairwise(idx))
     assert frames[0] is not None and frames[0].image.shape == (480, 854, 3)
 
 

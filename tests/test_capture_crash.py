@@ -14,6 +14,7 @@ recovery included).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -96,10 +97,8 @@ def _assert_only_last_second_lost(session: Path, log: str, kill_mono: float, run
     kept_order = [i for i, (_, k) in sorted(decided.items(), key=lambda kv: kv[1][0]) if k]
     on_disk = []
     for line in (session / "frames.jsonl").read_bytes().splitlines():
-        try:
+        with contextlib.suppress(ValueError):  # a torn last line: tolerated
             on_disk.append(json.loads(line)["extra"]["camera_frame"])
-        except ValueError:
-            pass  # a torn last line: tolerated
     stored = set(on_disk)
     assert stored <= set(kept_order), f"run {run}: frames on disk that were never kept: {stored - set(kept_order)}"
     missing = [i for i in kept_order if i not in stored]

@@ -3,6 +3,7 @@ clean stop on signals, crash recovery at start, privacy zones, disk guard, encry
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -61,7 +62,7 @@ def test_capture_with_gpx_replay(tmp_path: Path, shared: Path, track_gpx: Path) 
     track = r.fixes()
     assert len(track) >= 15  # every fix journalled (5 Hz for ~4 s)
     ref = dense_car_track(shared)
-    for a, b in zip(recs, recs[1:], strict=False):
+    for a, b in itertools.pairwise(recs):
         assert a.lat is not None and b.lat is not None and a.lon is not None and b.lon is not None
         assert distance_m(a.lat, a.lon, b.lat, b.lon) >= 4.99  # every 5 m, never closer
     for rec in recs:
@@ -82,7 +83,7 @@ def test_recovers_and_closes_crashed_session_first(tmp_path: Path, shared: Path,
     cfg = base_cfg(tmp_path, shared, track_gpx)
     root = tmp_path / "sessions"
     w = SessionWriter.create(root, SessionMeta("test-veh", "op", "p", "1"), session_id="20200101T000000Z-old")
-    ok, buf = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    _ok, buf = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
     from datetime import UTC, datetime
 
     w.add_frame(buf.tobytes(), time=datetime(2020, 1, 1, tzinfo=UTC), position_source="none")

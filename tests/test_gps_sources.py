@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import timedelta
@@ -19,14 +20,14 @@ from capture.gps.nmea import read_nmea_file
 def test_car_gpx(shared: Path) -> None:
     fixes = read_gpx_fixes(shared / CAR_GPX)
     assert len(fixes) > 100
-    assert all(a.time < b.time for a, b in zip(fixes, fixes[1:], strict=False))
+    assert all(a.time < b.time for a, b in itertools.pairwise(fixes))
     assert fixes[0].alt == pytest.approx(211.15)
 
 
 def test_gopro_untimed_samples_get_times(shared: Path) -> None:
     fixes = read_gpx_fixes(shared / "video-gopro" / "max-heromode.GPS5.gpx")
     assert len(fixes) == 191  # 11 timed GPSU stamps, the ~18 Hz samples between them spread evenly
-    steps = [(b.time - a.time).total_seconds() for a, b in zip(fixes, fixes[1:], strict=False)]
+    steps = [(b.time - a.time).total_seconds() for a, b in itertools.pairwise(fixes)]
     assert all(0.03 < s < 0.15 for s in steps)
     assert fixes[0].speed == pytest.approx(1.046)  # speed2d extension
 
@@ -35,7 +36,7 @@ def test_gpx_without_times_is_a_clear_error(tmp_path: Path) -> None:
     p = tmp_path / "untimed.gpx"
     p.write_text('<gpx version="1.1" creator="t" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>'
                  '<trkpt lat="45.0" lon="14.0"/><trkpt lat="45.1" lon="14.1"/></trkseg></trk></gpx>')
-    with pytest.raises(GpsError, match="untimed.gpx: GPX has no track points with times"):
+    with pytest.raises(GpsError, match=r"untimed\.gpx: GPX has no track points with times"):
         read_gpx_fixes(p)
 
 
