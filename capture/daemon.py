@@ -284,6 +284,7 @@ class CaptureDaemon:
                 if disp:
                     disp.update()
             # Clean stop: give the GPS up to one more fix interval for the frames still waiting.
+            self.status.state = "closing"
             cam.close()
             deadline = time.monotonic() + min(1.5, cfg.gps.max_gap_s)
             while self._pending and time.monotonic() < deadline and not self._gps_done.is_set():
