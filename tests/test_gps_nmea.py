@@ -164,3 +164,41 @@ def test_file_replay_realtime_paces_by_fix_time(tmp_path: Path) -> None:
     assert len(got) == 3
     assert time.monotonic() - t0 >= 1.9  # three fixes one second apart
     assert len(list(nmea_file_source(p, realtime=False))) == 3
+
+
+def test_serial_source_on_a_pty(shared: Path) -> None:
+    """The serial path (pyserial) on a pseudo-terminal fed with a real receiver log."""
+    import os
+    import threading
+
+    from capture.gps.nmea import nmea_serial_source
+
+    log = NMEA / "haicom-305N.log"
+    expected, _ = read_nmea_file(log)
+    import time
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(slave)  # a serial line, not a terminal: no line editing, no echo
+    src = nmea_serial_source(os.ttyname(slave), 4800)
+    got = []
+
+    def feed() -> None:
+        time.sleep(0.3)  # after the port is open
+        data = log.read_bytes()
+        for i in range(0, len(data), 512):
+            os.write(master, data[i:i + 512])
+            time.sleep(0.002)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    for f in src:
+        got.append(f)
+        if len(got) == 20:
+            break
+    src.close()
+    feeder.join(10)
+    os.close(master)
+    os.close(slave)
+    ours = [(f.time, f.lat, f.lon) for f in got]
+    assert ours == [(f.time, f.lat, f.lon) for f in expected[:20]]
