@@ -203,3 +203,83 @@ def centerface_from_onnx(path: Path | str) -> CenterFaceNet:
     net = CenterFaceNet()
     load_layers(net.onnx_layers(), onnx_weight_list(path))
     return net.eval()
+
+
+class PlateBranch(nn.Module):
+    """The plate path of the combined model: its own copy of the neck (initialised from the
+    face neck), a depthwise 3x3 + pointwise 24->32 refinement, and CenterNet heads decoded
+    exactly like CenterFace's: heatmap (sigmoid), log-scale (h, w), offset (y, x)."""
+
+    HEAD_CH = 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.neck = Neck()
+        self.dw = _conv(NECK_CH, NECK_CH, 3, groups=NECK_CH)
+        self.pw = _conv(NECK_CH, self.HEAD_CH, 1)
+        self.heatmap = _conv(self.HEAD_CH, 1, 1)
+        self.scale = _conv(self.HEAD_CH, 2, 1)
+        self.offset = _conv(self.HEAD_CH, 2, 1)
+
+    def forward(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Heatmap *logits* are not returned: training uses ``logits``; this is the deployed form."""
+        hm, scale, offset = self.logits(c4, c8, c16, c32)
+        return torch.sigmoid(hm), scale, offset
+
+    def logits(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.neck(c4, c8, c16, c32)
+        x = torch.relu(self.pw(torch.relu(self.dw(x))))
+        return self.heatmap(x), self.scale(x), self.offset(x)
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        yield from self.neck.onnx_layers()
+        yield from (self.dw, self.pw, self.heatmap, self.scale, self.offset)
+
+
+class StreetveilNet(nn.Module):
+    """Faces and plates in one pass: the CenterFace network (backbone, neck and face heads,
+    all frozen) plus a plate branch on the same backbone taps.
+
+    Input as CenterFaceNet. Output: (face_heatmap, face_scale, face_offset, face_landmarks,
+    plate_heatmap, plate_scale, plate_offset), all at stride 4, as the ONNX model
+    ``redact/models/streetveil-fp-v1.onnx``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = Backbone()
+        self.neck = Neck()
+        self.face = FaceHeads()
+        self.plate = PlateBranch()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        taps = self.backbone(x)
+        return (*self.face(self.neck(*taps)), *self.plate(*taps))
+
+    def onnx_layers(self) -> Iterator[nn.Module]:
+        yield from self.backbone.onnx_layers()
+        yield from self.neck.onnx_layers()
+        yield from self.face.onnx_layers()
+        yield from self.plate.onnx_layers()
+
+    @classmethod
+    def from_centerface(cls, path: Path | str) -> StreetveilNet:
+        """CenterFace weights everywhere, the plate neck initialised as a copy of the face neck
+        (the starting point of training); the plate heads keep their random init."""
+        net = cls()
+        face = CenterFaceNet()
+        load_layers(face.onnx_layers(), onnx_weight_list(path))
+        net.backbone.load_state_dict(face.backbone.state_dict())
+        net.neck.load_state_dict(face.neck.state_dict())
+        net.face.load_state_dict(face.face.state_dict())
+        net.plate.neck.load_state_dict(face.neck.state_dict())
+        return net.eval()
+
+
+def streetveil_from_onnx(path: Path | str) -> StreetveilNet:
+    """A StreetveilNet in eval mode with the weights of the combined ONNX file (face and plate
+    weights from the one file the onnxruntime backend runs)."""
+    net = StreetveilNet()
+    load_layers(net.onnx_layers(), onnx_weight_list(path))
+    return net.eval()

@@ -1,0 +1,192 @@
+"""Evaluation helpers for the plate model: run the ONNX model, decode, match, and report
+recall / false detections by plate height band.
+
+Matching: a labelled plate is found when a detection overlaps it with IoU >= 0.3 (the
+criterion DETECTORS.md uses for faces), each detection matching at most one plate. A
+detection that matches neither a scored plate nor an unscored real label is a false
+detection. A sign counts as detected when a detection covers half of the detection's area
+or more with the sign, or IoU >= 0.3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from redact.train import targets
+from redact.train.data import HEIGHT_BANDS, Scene, band_name
+
+MATCH_IOU = 0.3
+
+
+class PlateRunner:
+    """The combined ONNX model on onnxruntime CPU, for evaluation."""
+
+    def __init__(self, onnx_path: Path, threads: int = 2) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def outputs(self, rgb: np.ndarray, max_width: int | None = None) -> tuple[dict[str, np.ndarray], float]:
+        """Raw outputs for one RGB image (padded right/bottom to multiples of 32, optionally
+        downscaled to ``max_width``) and the scale applied to the image."""
+        s = 1.0
+        if max_width is not None and rgb.shape[1] > max_width:
+            s = max_width / rgb.shape[1]
+            rgb = cv2.resize(rgb, (max_width, round(rgb.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        h, w = rgb.shape[:2]
+        ph, pw = -(-h // 32) * 32, -(-w // 32) * 32
+        x = np.zeros((1, 3, ph, pw), np.float32)
+        x[0, :, :h, :w] = rgb.transpose(2, 0, 1)
+        out = self.session.run(None, {"input": x})
+        return {n: o[0] for n, o in zip(self.names, out, strict=True)}, s
+
+    def detect(self, rgb: np.ndarray, threshold: float, cls: str = "plate",
+               max_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes [N, 4] in the image's pixels and scores [N], after NMS IoU 0.3."""
+        o, s = self.outputs(rgb, max_width)
+        boxes, scores = targets.decode(o[f"{cls}_heatmap"], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
+        keep = targets.nms(boxes, scores, 0.3)
+        return boxes[keep] / s, scores[keep]
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def match(gt: np.ndarray, dets: np.ndarray, scores: np.ndarray, iou: float = MATCH_IOU) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching by score: (gt_hit [G] bool, det_used [D] bool)."""
+    m = iou_matrix(dets, gt)
+    hit = np.zeros(len(gt), bool)
+    used = np.zeros(len(dets), bool)
+    for d in np.argsort(-scores):
+        if len(gt) == 0:
+            break
+        cand = np.where(~hit & (m[d] >= iou))[0]
+        if len(cand):
+            g = cand[np.argmax(m[d, cand])]
+            hit[g] = used[d] = True
+    return hit, used
+
+
+@dataclass
+class Tally:
+    """Counts per height band, plus false detections, over a set of images."""
+
+    found: dict[str, int] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
+    images: int = 0
+    false: int = 0
+    detections: int = 0
+    signs: int = 0
+    signs_hit: int = 0
+    signs_hit_images: int = 0
+
+    def add(self, gt: np.ndarray, extra: np.ndarray, signs: np.ndarray, dets: np.ndarray, scores: np.ndarray) -> None:
+        self.images += 1
+        self.detections += len(dets)
+        hit, used = match(gt, dets, scores)
+        _, used_extra = match(extra, dets[~used], scores[~used])
+        rest = dets[~used][~used_extra]
+        self.false += len(rest)
+        for b, h in zip(gt, hit, strict=True):
+            name = band_of(float(b[3] - b[1]))
+            self.total[name] = self.total.get(name, 0) + 1
+            self.found[name] = self.found.get(name, 0) + int(h)
+        if len(signs):
+            self.signs += len(signs)
+            hit_sign = sign_hits(signs, rest)
+            self.signs_hit += int(hit_sign.sum())
+            self.signs_hit_images += int(hit_sign.any())
+
+    def recall(self, bands: Iterable[str] | None = None) -> float | None:
+        keys = list(bands) if bands is not None else list(self.total)
+        t = sum(self.total.get(k, 0) for k in keys)
+        return None if t == 0 else sum(self.found.get(k, 0) for k in keys) / t
+
+    def as_dict(self) -> dict[str, Any]:
+        names = [band_name(*b) for b in HEIGHT_BANDS]
+        return {
+            "images": self.images,
+            "plates": sum(self.total.values()),
+            "recall": _r(self.recall()),
+            "recall_ge16": _r(self.recall([n for n in names[2:]])),
+            "recall_8_16": _r(self.recall([names[1]])),
+            "bands": {n: {"found": self.found.get(n, 0), "total": self.total.get(n, 0),
+                          "recall": _r(self.recall([n]))} for n in names if self.total.get(n, 0)},
+            "false_per_image": _r(self.false / max(self.images, 1)),
+            "precision": _r((self.detections - self.false) / self.detections) if self.detections else None,
+            **({"signs": self.signs, "signs_detected": self.signs_hit} if self.signs else {}),
+        }
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def band_of(h: float) -> str:
+    for lo, hi in HEIGHT_BANDS:
+        if lo <= h < hi:
+            return band_name(lo, hi)
+    return band_name(*HEIGHT_BANDS[-1])
+
+
+def sign_hits(signs: np.ndarray, dets: np.ndarray) -> np.ndarray:
+    """[S] bool: which signs a detection lands on."""
+    if len(dets) == 0 or len(signs) == 0:
+        return np.zeros(len(signs), bool)
+    iou = iou_matrix(signs, dets)
+    x1 = np.maximum(signs[:, None, 0], dets[None, :, 0])
+    y1 = np.maximum(signs[:, None, 1], dets[None, :, 1])
+    x2 = np.minimum(signs[:, None, 2], dets[None, :, 2])
+    y2 = np.minimum(signs[:, None, 3], dets[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    det_area = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
+    cover = inter / (det_area[None, :] + 1e-9)
+    return ((iou >= MATCH_IOU) | (cover >= 0.5)).any(axis=1)
+
+
+def evaluate_scenes(runner: PlateRunner, scenes: Iterable[Scene], threshold: float) -> Tally:
+    t = Tally()
+    for sc in scenes:
+        dets, scores = runner.detect(sc.image, threshold)
+        t.add(sc.boxes, sc.extra, sc.signs, dets, scores)
+    return t
+
+
+def scene_scores(runner: PlateRunner, scenes: Iterable[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(gt, extra, signs, dets, scores) per scene at a low threshold, so several thresholds
+    can be scored without re-running the model."""
+    out = []
+    for sc in scenes:
+        dets, scores = runner.detect(sc.image, 0.05)
+        out.append((sc.boxes, sc.extra, sc.signs, dets, scores))
+    return out
+
+
+def tally_at(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], threshold: float) -> Tally:
+    """Score cached detections at ``threshold`` (NMS already applied at the low threshold;
+    raising the threshold only removes boxes, which NMS order would have kept anyway)."""
+    t = Tally()
+    for gt, extra, signs, dets, scores in rows:
+        k = scores >= threshold
+        t.add(gt, extra, signs, dets[k], scores[k])
+    return t

@@ -1,0 +1,214 @@
+"""Feature cache and training loop for the plate branch.
+
+The backbone is frozen (the face path must not move), so each synthetic training crop goes
+through it once: onnxruntime computes the four backbone taps (about 4x faster than torch on
+this CPU) and they are stored as float16 memory maps with the CenterNet targets. Training
+then runs only the plate branch (neck copy + heads, ~40 k parameters) for several epochs over
+the cache. Each sample i is drawn from ``default_rng([seed, i])``: the cache is the same
+whatever the batch size or the order it is built in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from redact.train import data, targets
+
+log = logging.getLogger(__name__)
+TAP_CH = (24, 32, 96, 320)
+TAP_STRIDE = (4, 8, 16, 32)
+TARGET_KEYS = ("hm", "weight", "index", "mask", "scale", "offset")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSpec:
+    n: int
+    seed: int
+    version: int = 4  # bump when the generator changes
+
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise ValueError("cache size must be positive")
+
+
+def _ort_session(model_bytes: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def build_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads: int = 1,
+                batch: int = 8, workers: int = 1) -> Path:
+    """Render ``spec.n`` training crops from ``frames`` and store backbone taps + targets under
+    ``cache``; an existing complete cache with the same spec is reused. ``workers`` processes
+    fill disjoint sample indices (the result does not depend on their number)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    meta = cache / "spec.json"
+    want = {**asdict(spec), "frames": [f.key for f in frames]}
+    if meta.is_file() and {k: v for k, v in json.loads(meta.read_text()).items() if k in want} == want:
+        log.info("reusing feature cache %s", cache)
+        return cache
+    meta.unlink(missing_ok=True)
+    n, H, W = spec.n, data.CROP_H, data.CROP_W
+    open_mm = np.lib.format.open_memmap
+    for c, s in zip(TAP_CH, TAP_STRIDE, strict=True):
+        open_mm(cache / f"tap{s}.npy", "w+", np.float16, (n, c, H // s, W // s)).flush()
+    oh, ow, k = H // 4, W // 4, targets.MAX_OBJECTS
+    for key, dtype, shape in (("hm", np.float16, (n, 1, oh, ow)), ("weight", np.uint8, (n, 1, oh, ow)),
+                              ("index", np.int32, (n, k)), ("mask", np.uint8, (n, k)),
+                              ("scale", np.float32, (n, k, 2)), ("offset", np.float32, (n, k, 2))):
+        open_mm(cache / f"{key}.npy", "w+", dtype, shape).flush()
+    t0 = time.time()
+    jobs = [(cache, frames, spec, threads, batch, w, workers) for w in range(workers)]
+    if workers == 1:
+        n_plates = _fill_cache(*jobs[0])
+    else:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            n_plates = sum(pool.starmap(_fill_cache, jobs))
+    meta.write_text(json.dumps({**want, "plates": n_plates, "seconds": round(time.time() - t0)}))
+    return cache
+
+
+def _fill_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads: int, batch: int,
+                worker: int, workers: int) -> int:
+    """Fill samples ``worker, worker + workers, ...`` of an allocated cache; returns the number
+    of plates drawn."""
+    from redact.train import graph
+
+    sess = _ort_session(graph.backbone_model(graph.fixed_centerface()).SerializeToString(), threads)
+    images = [data.read_rgb(f.path) for f in frames]
+    H, W = data.CROP_H, data.CROP_W
+    taps = [np.load(cache / f"tap{s}.npy", mmap_mode="r+") for s in TAP_STRIDE]
+    tg = {k: np.load(cache / f"{k}.npy", mmap_mode="r+") for k in TARGET_KEYS}
+    mine = list(range(worker, spec.n, workers))
+    n_plates = 0
+    t0 = time.time()
+    for start in range(0, len(mine), batch):
+        idx = mine[start:start + batch]
+        crops = []
+        for i in idx:
+            rng = np.random.default_rng([spec.seed, i])
+            crop, boxes, ignore = data.make_sample(frames, images, rng)
+            crops.append(crop)
+            n_plates += len(boxes)
+            for key, arr in zip(TARGET_KEYS, targets.encode(boxes, ignore, H, W), strict=True):
+                tg[key][i] = arr
+        x = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32)
+        for t, out in zip(taps, sess.run(None, {"input": x}), strict=True):
+            t[idx] = out.astype(np.float16)
+        if (start // batch) % 50 == 0:
+            done = start + len(idx)
+            log.info("cache worker %d: %d/%d (%.1f samples/s)", worker, done, len(mine),
+                     done / max(time.time() - t0, 1e-6))
+    for arr in [*taps, *tg.values()]:
+        arr.flush()
+    return n_plates
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    epochs: int = 4
+    batch: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch must be >= 1 and lr > 0")
+
+
+def focal_loss(logits: Any, gt: Any, weight: Any) -> Any:
+    """CenterNet's penalty-reduced focal loss (alpha 2, beta 4), per positive."""
+    import torch
+    import torch.nn.functional as F
+
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = gt.eq(1).float()
+    neg = (1 - pos) * weight
+    pos_loss = F.logsigmoid(logits) * (1 - p) ** 2 * pos
+    neg_loss = F.logsigmoid(-logits) * p ** 2 * (1 - gt) ** 4 * neg
+    n = pos.sum().clamp(min=1)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def _gather(maps: Any, index: Any) -> Any:
+    """maps [B, C, h, w], index [B, K] → [B, K, C]."""
+    b, c = maps.shape[:2]
+    flat = maps.view(b, c, -1).permute(0, 2, 1)
+    return flat.gather(1, index.long().unsqueeze(-1).expand(-1, -1, c))
+
+
+def train(cache: Path, init_onnx: Path, cfg: TrainConfig, log_every: int = 50) -> Any:
+    """Train the plate branch on a feature cache; returns the trained ``StreetveilNet``."""
+    import torch
+
+    from redact.nets import StreetveilNet
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    dev = torch.device(cfg.device)
+    net = StreetveilNet.from_centerface(init_onnx)
+    branch = net.plate.to(dev)
+    # Bias the heatmap towards "no plate" (prior 0.01) as CenterNet does, for a stable start.
+    assert branch.heatmap.bias is not None and branch.scale.bias is not None
+    with torch.no_grad():
+        branch.heatmap.bias.fill_(-4.6)
+        # Start the size head at a typical plate (24 x 80 px) rather than at 4 x 4 px.
+        branch.scale.bias.copy_(torch.tensor([math.log(24 / 4), math.log(80 / 4)]))
+    branch.eval()  # BN layers of the neck copy act as fixed affine maps (stats from CenterFace)
+    params = [p for p in branch.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    taps = [np.load(cache / f"tap{s}.npy", mmap_mode="r") for s in TAP_STRIDE]
+    tg = {k: np.load(cache / f"{k}.npy", mmap_mode="r") for k in TARGET_KEYS}
+    n = taps[0].shape[0]
+    steps_per_epoch = n // cfg.batch
+    total = steps_per_epoch * cfg.epochs
+    warmup = min(200, total // 10)
+    rng = np.random.default_rng(cfg.seed)
+    step = 0
+    t0 = time.time()
+    running: dict[str, float] = {}
+    for epoch in range(cfg.epochs):
+        perm = rng.permutation(n)
+        for s in range(steps_per_epoch):
+            idx = np.sort(perm[s * cfg.batch:(s + 1) * cfg.batch])
+            lr = cfg.lr * (step + 1) / warmup if step < warmup else \
+                cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = [torch.from_numpy(np.asarray(t[idx], np.float32)).to(dev) for t in taps]
+            b = {k: torch.from_numpy(np.asarray(v[idx])).to(dev) for k, v in tg.items()}
+            hm_logit, scale, offset = branch.logits(*x)
+            mask = b["mask"].float().unsqueeze(-1)
+            nobj = mask.sum().clamp(min=1)
+            l_hm = focal_loss(hm_logit, b["hm"].float(), b["weight"].float())
+            l_scale = (torch.abs(_gather(scale, b["index"]) - b["scale"]) * mask).sum() / nobj
+            l_off = (torch.abs(_gather(offset, b["index"]) - b["offset"]) * mask).sum() / nobj
+            loss = l_hm + l_scale + l_off
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            step += 1
+            for k, v in (("loss", loss), ("hm", l_hm), ("scale", l_scale), ("off", l_off)):
+                running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
+            if step % log_every == 0:
+                log.info("epoch %d step %d/%d lr %.2e %s (%.0f s)", epoch, step, total, lr,
+                         " ".join(f"{k} {v:.3f}" for k, v in running.items()), time.time() - t0)
+    return net.cpu().eval()

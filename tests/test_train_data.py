@@ -1,0 +1,95 @@
+"""Training data: the time split of the real dashcam frames, the synthetic training crops,
+and the CenterNet target encoding (which must invert CenterFace's decode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from redact.train import data, targets
+
+
+@pytest.fixture(scope="module")
+def dashcam(shared: Path) -> list[data.Frame]:
+    return data.load_dashcam(shared / "plates-dashcam-ro")
+
+
+def test_time_split_holds_out_the_end_of_every_ride(dashcam: list[data.Frame]) -> None:
+    train, val = data.time_split(dashcam, 0.2)
+    assert len(train) + len(val) == len(dashcam) == 427
+    assert not {f.key for f in train} & {f.key for f in val}
+    for ride in {f.ride for f in dashcam}:
+        tr = [f.t for f in train if f.ride == ride]
+        va = [f.t for f in val if f.ride == ride]
+        assert va, ride
+        assert max(tr) < min(va), ride  # validation is strictly later in every ride
+        assert abs(len(va) - 0.2 * (len(tr) + len(va))) <= 1
+    assert {f.ride for f in val} == {"dayride_type1_001", "nightride_type3_001"}
+
+
+def test_origin_parse_error_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "labels.json").write_text('{"images/0.jpg": []}')
+    (tmp_path / "ORIGIN.json").write_text('{"images/0.jpg": "no-time-here.png"}')
+    with pytest.raises(ValueError, match=r"ORIGIN\.json"):
+        data.load_dashcam(tmp_path)
+
+
+def test_training_crops_are_reproducible_and_labelled(dashcam: list[data.Frame]) -> None:
+    train, _ = data.time_split(dashcam)
+    frames = train[:12]
+    images = [data.read_rgb(f.path) for f in frames]
+    n_boxes = 0
+    for i in range(12):
+        a = data.make_sample(frames, images, np.random.default_rng([1, i]))
+        b = data.make_sample(frames, images, np.random.default_rng([1, i]))
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        img, boxes, ignore = a
+        assert img.shape == (data.CROP_H, data.CROP_W, 3) and img.dtype == np.uint8
+        assert boxes.shape[1] == 4 and ignore.shape[1] == 4
+        if len(boxes):
+            assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= data.CROP_W).all()
+            assert (boxes[:, 1] >= 0).all() and (boxes[:, 3] <= data.CROP_H).all()
+            assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        n_boxes += len(boxes)
+    assert n_boxes >= 12  # almost every crop holds at least one plate
+
+
+def test_validation_scene_plates_lie_in_their_band(dashcam: list[data.Frame]) -> None:
+    _, val = data.time_split(dashcam)
+    rng = np.random.default_rng(0)
+    for band in data.HEIGHT_BANDS:
+        sc = data.synthetic_scene(val[0], data.read_rgb(val[0].path), "jp_kei", band, rng)
+        h = sc.boxes[:, 3] - sc.boxes[:, 1]
+        assert len(h) >= 1
+        # perspective and roll can grow the box a little beyond the plate's own height
+        assert (h >= band[0] * 0.95).all() and (h < max(band[1], 300) * 1.35).all(), (band, h)
+
+
+@pytest.mark.parametrize("box", [[100.3, 50.2, 180.9, 70.1], [10, 10, 18, 14], [0, 0, 511, 319], [250, 100, 420, 290]])
+def test_targets_invert_centerface_decode(box: list[float]) -> None:
+    boxes = np.array([box], np.float32)
+    hm, _, index, mask, scale, offset = targets.encode(boxes, np.zeros((0, 4), np.float32), 320, 512)
+    assert hm.shape == (1, 80, 128) and hm.max() == 1.0 and mask.sum() == 1
+    # Put the regression targets into full maps and decode as the runtime does.
+    sc = np.zeros((2, 80, 128), np.float32)
+    off = np.zeros((2, 80, 128), np.float32)
+    r, c = divmod(int(index[0]), 128)
+    sc[:, r, c], off[:, r, c] = scale[0], offset[0]
+    peak = np.zeros_like(hm)
+    peak[0, r, c] = 0.9
+    out, score = targets.decode(peak, sc, off, 0.5)
+    np.testing.assert_allclose(out[0], boxes[0], atol=1e-3)
+    assert score[0] == pytest.approx(0.9)
+
+
+def test_ignore_regions_zero_the_weight() -> None:
+    _, weight, *_ = targets.encode(np.zeros((0, 4), np.float32), np.array([[40, 40, 80, 60]], np.float32), 320, 512)
+    assert weight[0, 10:15, 10:20].sum() == 0 and weight.sum() == 80 * 128 - 5 * 10
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], np.float32)
+    keep = targets.nms(boxes, np.array([0.5, 0.9, 0.3], np.float32), 0.3)
+    assert list(keep) == [1, 2]
