@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_env.sh
-install_system_packages gpsd gpsd-clients chromium fonts-dejavu-core
+install_system_packages gpsd gpsd-clients chromium fonts-dejavu-core fonts-noto-cjk
 ensure_venv
 "$VENV/bin/pip" install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
 "$VENV/bin/pip" install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true

@@ -13,7 +13,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from redact.train import data, evaluate, graph, targets
+from redact.boxes import decode_centernet, nms
+from redact.train import data, evaluate, graph
 
 MODEL = Path(__file__).resolve().parents[1] / "redact" / "models" / "streetveil-fp-v1.onnx"
 OUTPUTS = {"face_heatmap": 1, "face_scale": 2, "face_offset": 2, "face_landmarks": 10,
@@ -103,9 +104,9 @@ def test_face_outputs_and_boxes_equal_centerface(model: ort.InferenceSession, fa
             assert np.array_equal(a, c)  # CenterFace's own nodes, untouched
             np.testing.assert_allclose(a, b, atol=1e-4)  # the shipped file, run as shipped
         for thr in (0.35, 0.5):
-            ob, os_ = targets.decode(ours[0][0], ours[1][0], ours[2][0], thr)
-            rb, rs = targets.decode(ref[0][0], ref[1][0], ref[2][0], thr)
-            ko, kr = targets.nms(ob, os_), targets.nms(rb, rs)
+            ob, os_ = decode_centernet(ours[0][0, 0], ours[1][0], ours[2][0], thr)
+            rb, rs = decode_centernet(ref[0][0, 0], ref[1][0], ref[2][0], thr)
+            ko, kr = nms(ob, os_), nms(rb, rs)
             assert len(ko) == len(kr)
             np.testing.assert_allclose(ob[ko], rb[kr], atol=1e-2)
             n_faces += len(ko)

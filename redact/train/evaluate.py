@@ -18,7 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from redact.train import targets
+from redact.boxes import decode_centernet, iou_matrix, nms
+from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
 
 MATCH_IOU = 0.3
@@ -54,37 +55,9 @@ class PlateRunner:
                max_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes [N, 4] in the image's pixels and scores [N], after NMS IoU 0.3."""
         o, s = self.outputs(rgb, max_width)
-        boxes, scores = targets.decode(o[f"{cls}_heatmap"], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
-        keep = targets.nms(boxes, scores, 0.3)
+        boxes, scores = decode_centernet(o[f"{cls}_heatmap"][0], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
+        keep = nms(boxes, scores, 0.3)
         return boxes[keep] / s, scores[keep]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
-
-
-def match(gt: np.ndarray, dets: np.ndarray, scores: np.ndarray, iou: float = MATCH_IOU) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy matching by score: (gt_hit [G] bool, det_used [D] bool)."""
-    m = iou_matrix(dets, gt)
-    hit = np.zeros(len(gt), bool)
-    used = np.zeros(len(dets), bool)
-    for d in np.argsort(-scores):
-        if len(gt) == 0:
-            break
-        cand = np.where(~hit & (m[d] >= iou))[0]
-        if len(cand):
-            g = cand[np.argmax(m[d, cand])]
-            hit[g] = used[d] = True
-    return hit, used
 
 
 @dataclass
@@ -103,8 +76,8 @@ class Tally:
     def add(self, gt: np.ndarray, extra: np.ndarray, signs: np.ndarray, dets: np.ndarray, scores: np.ndarray) -> None:
         self.images += 1
         self.detections += len(dets)
-        hit, used = match(gt, dets, scores)
-        _, used_extra = match(extra, dets[~used], scores[~used])
+        hit, used = match(gt, dets, scores, MATCH_IOU)
+        _, used_extra = match(extra, dets[~used], scores[~used], MATCH_IOU)
         rest = dets[~used][~used_extra]
         self.false += len(rest)
         for b, h in zip(gt, hit, strict=True):

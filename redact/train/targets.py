@@ -1,4 +1,5 @@
-"""CenterNet targets in CenterFace's encoding (stride 4), and the decode that inverts it.
+"""CenterNet targets in CenterFace's encoding (stride 4); ``redact.boxes.decode_centernet``
+(the runtime's decode) inverts it.
 
 Encoding of a box (x1, y1, x2, y2) in input pixels, cell (r, c) = floor(centre / 4):
 ``offset = (cy/4 - r - 0.5, cx/4 - c - 0.5)``, ``scale = (log(h/4), log(w/4))`` — so that
@@ -49,36 +50,3 @@ def encode(boxes: np.ndarray, ignore: np.ndarray, h: int, w: int
         scale[k] = (np.log(bh / STRIDE), np.log(bw / STRIDE))
         offset[k] = (cy - r - 0.5, cx - c - 0.5)
     return hm[None], weight[None], index, mask, scale, offset
-
-
-def decode(heatmap: np.ndarray, scale: np.ndarray, offset: np.ndarray, threshold: float
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes [N, 4] (input pixels) and scores [N] from one image's maps ([1|2, h, w]), with
-    CenterFace's decode: every cell above ``threshold``; no NMS here."""
-    r, c = np.nonzero(heatmap[0] > threshold)
-    if len(r) == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-    sh = np.exp(scale[0, r, c]) * STRIDE
-    sw = np.exp(scale[1, r, c]) * STRIDE
-    cy = (r + offset[0, r, c] + 0.5) * STRIDE
-    cx = (c + offset[1, r, c] + 0.5) * STRIDE
-    boxes = np.stack([cx - sw / 2, cy - sh / 2, cx + sw / 2, cy + sh / 2], 1).astype(np.float32)
-    return boxes, heatmap[0, r, c].astype(np.float32)
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.3) -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression, best first."""
-    order = np.argsort(-scores)
-    keep: list[int] = []
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    while len(order):
-        i = int(order[0])
-        keep.append(i)
-        rest = order[1:]
-        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
-        order = rest[inter / (area[i] + area[rest] - inter + 1e-9) <= iou]
-    return np.array(keep, np.int64)
