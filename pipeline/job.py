@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from capture.errors import CaptureError
 from capture.types import FrameRecord, format_time
 from pipeline import audit
 from pipeline.config import NightlyConfig, NoticeConfig, config_hash, load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import ItemsFailed, PipelineError
 from pipeline.geojson import dumps, frame_feature, track_feature
 from pipeline.notice import SessionFacts, render_html, render_text
 from pipeline.plan import (
@@ -57,6 +58,7 @@ from pipeline.tasks import (
     detect_batch,
     render_batch,
 )
+from redact.errors import RedactError
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +356,7 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
                 outcomes.append(_publish(out, plans[si][0], [], run_rec, notice, excluded_at))
         for h in executor.as_completed([h for h, _ in renders.values()]):
             si = renders[id(h)][1]
-            batch_results = h.result()
+            batch_results = _result(h, done=[o.session_id for o in outcomes])
             results[si] += batch_results
             advance(len(batch_results))
             pending[si] -= 1
@@ -365,6 +367,21 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
     append_index(out, [{"type": "run-end", "run_id": run_id, "time": audit.now_utc(),
                         "counts": summary.counts(), "wall_s": round(summary.wall_s, 3)}])
     return summary
+
+
+def _result(h: Any, *, done: list[str]) -> Any:
+    """A task's result; the cluster failing under the job (a task that keeps killing workers,
+    a lost scheduler) ends the run with exit 1 and says what was already published."""
+    try:
+        return h.result()
+    except (PipelineError, CaptureError, RedactError):
+        raise
+    except Exception as e:
+        name = type(e).__name__
+        if name in ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError", "TimeoutError"):
+            raise ItemsFailed(f"the Dask cluster failed under the job ({name}: {e}); sessions published so far: "
+                              f"{', '.join(done) or 'none'}; rerun to finish (finished frames are kept)") from e
+        raise
 
 
 def _version() -> str:
