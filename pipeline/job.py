@@ -80,21 +80,29 @@ class Executor(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-@dataclass
-class _Done:
-    value: Any
+class _Lazy:
+    """A task of the serial executor: computed (once) when its result is first asked for."""
+
+    __slots__ = ("_args", "_done", "_fn", "_value")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._fn, self._args, self._done, self._value = fn, args, False, None
 
     def result(self) -> Any:
-        return self.value
+        if not self._done:
+            self._value = self._fn(*[a.result() if isinstance(a, _Lazy) else a for a in self._args])
+            self._done, self._args = True, ()
+        return self._value
 
 
 class SerialExecutor:
-    """Runs each task at submit time in this process; arguments that are handles are
-    replaced by their values, as Dask does with futures."""
+    """Runs the tasks in this process, one at a time, each when its result is needed (so a
+    render batch pulls in the detect batches it depends on, and progress advances batch by
+    batch); arguments that are tasks are replaced by their results, as Dask does."""
 
-    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0) -> _Done:
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str, priority: int = 0) -> _Lazy:
         del key, priority
-        return _Done(fn(*[a.value if isinstance(a, _Done) else a for a in args]))
+        return _Lazy(fn, args)
 
     def as_completed(self, handles: Sequence[Any]) -> Iterator[Any]:
         yield from handles
