@@ -286,6 +286,16 @@ def prepare(opts: JobOptions) -> Prepared:
     out = Store(opts.out)
     key_path = str(cfg.decrypt.private_key) if cfg.decrypt.private_key else None
     sources = tuple(SessionSource(s, key_path) for s in expand_sessions(opts.sessions))
+    seen: dict[str, str] = {}
+    for src in sources:
+        try:
+            sid = src.reader().session_id
+        except CaptureError:
+            continue  # reported per session by run_job, like any unreadable session
+        if sid in seen:
+            raise PipelineError(f"{src.url} and {seen[sid]} are both session {sid}; they would publish "
+                                "to the same folder")
+        seen[sid] = src.url
     notice = _notice(cfg)
     excluded_at = _zones(cfg)
     if key_path is not None and not Path(key_path).is_file():

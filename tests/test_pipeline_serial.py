@@ -192,5 +192,9 @@ def test_folder_of_sessions_and_usage_errors(job_session: Path, tmp_path: Path) 
     r = run_cli("run", str(job_session), "--out", str(tmp_path / "pub"), "--scheduler", "tcp://127.0.0.1:9",
                 "--workers", "2")
     assert r.returncode == 2 and "not with --scheduler" in r.stderr
+    twin = tmp_path / "elsewhere" / job_session.name
+    shutil.copytree(job_session, twin)
+    r = run_cli("run", str(job_session), str(twin), "--out", str(tmp_path / "pub"), "--config", str(CONFIGS / "nightly.toml"))
+    assert r.returncode == 2 and "would publish to the same folder" in r.stderr
     r = run_cli("purge", str(job_session.parent), "--raw-older-than", "soon", "--publish-dir", str(tmp_path))
     assert r.returncode == 2 and "--raw-older-than 'soon'" in r.stderr
