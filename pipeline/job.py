@@ -298,6 +298,11 @@ def prepare(opts: JobOptions) -> Prepared:
         seen[sid] = src.url
     notice = _notice(cfg)
     excluded_at = _zones(cfg)
+    # Zones added by residents' requests (`streetveil request add --zone`, kept in the publish
+    # tree under .governance/) apply to every later run as well (docs/governance.md).
+    from pipeline.requests import with_request_zones
+
+    excluded_at = with_request_zones(excluded_at, out)
     if key_path is not None and not Path(key_path).is_file():
         raise PipelineError(f"[decrypt] private_key {key_path}: file not found")
     if out.local is not None:
