@@ -108,6 +108,11 @@ def verify_tree(path: Path) -> VerifyReport:
     sessions = published_sessions(path)
     index_path = path / audit.INDEX_FILE
     if not sessions and not index_path.exists():
+        if (path / audit.AUDIT_FILE).is_file():  # a sessions root's chain (`streetveil find --delete`)
+            from pipeline.find import verify_root_chain
+
+            chain = audit.verify_chain(path / audit.AUDIT_FILE)
+            return VerifyReport(str(path), (), chain.records, 0, tuple(verify_root_chain(path)))
         raise FileNotFoundError(f"{path}: not a publish folder (no {audit.INDEX_FILE}, no published session)")
     problems = []
     records = files = 0
@@ -120,6 +125,10 @@ def verify_tree(path: Path) -> VerifyReport:
         records += n
         files += f
     problems += _check_index(path, sessions, only=None)
+    # The residents' requests queue (docs/governance.md).
+    from pipeline.requests import verify_governance
+
+    problems += verify_governance(path)
     return VerifyReport(str(path), tuple(sessions), records, files, tuple(problems))
 
 
