@@ -204,3 +204,10 @@ def test_blur_without_any_raw_session(tree: tuple[Path, Path, Path], tmp_path: P
     assert r.returncode == 0, r.stdout + r.stderr
     assert_changed_only_inside(keep, sdir / "images" / "000002.jpg", (0, 0, 64, 48))
     _verify_ok(pub)
+    # The QA sheet shows the edit: flagged, with the request box outlined where it was asked.
+    r = run_cli("review", str(sdir), "--out", str(tmp_path / "review.html"))
+    assert r.returncode == 0 and "1 edited by request" in r.stdout, r.stderr
+    page = (tmp_path / "review.html").read_text()
+    card = page[page.index('id="f-000002"'):].split("</article>")[0]
+    assert "request" in card.split('data-flags="')[1].split('"')[0].split()
+    assert '<rect class="box request request" x="0" y="0" width="64" height="48">' in card

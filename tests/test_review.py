@@ -199,6 +199,7 @@ def _dets(sdir: Path) -> dict[str, dict]:  # type: ignore[type-arg]
     return out
 
 
+@pytest.mark.needs_chromium
 def test_sheet_in_a_real_browser(published: tuple[Path, Path, dict[str, np.ndarray]], sheet: tuple[Path, str],
                                  tmp_path: Path) -> None:
     sdir, _, _ = published
@@ -286,6 +287,21 @@ def test_sheet_holds_only_published_pixels(published: tuple[Path, Path, dict[str
         assert to_pub < 8.0 and to_raw > 3 * to_pub, (fid, to_pub, to_raw)
         checked += 1
     assert checked >= 2  # the sample frames have large faces
+
+
+def test_sheet_says_when_detections_are_gone(published: tuple[Path, Path, dict[str, np.ndarray]],
+                                             tmp_path: Path) -> None:
+    """Without the job's work cache the images and counts are still shown, flagged."""
+    sdir, _, _ = published
+    pub = tmp_path / "pub"
+    shutil.copytree(sdir.parent, pub, ignore=shutil.ignore_patterns(".work"))
+    r = run_cli("review", str(pub / sdir.name), "--out", str(tmp_path / "r.html"))
+    assert r.returncode == 0, r.stderr
+    assert f"{FRAMES - 1} without detection data" in r.stdout
+    d = _Dom()
+    d.feed((tmp_path / "r.html").read_text())
+    assert len(d.cards) == FRAMES - 1 and all("nodata" in str(c["data-flags"]) for c in d.cards)
+    assert not d.rects  # no boxes to outline
 
 
 def test_review_refuses_a_folder_that_is_not_a_published_session(tmp_path: Path) -> None:
