@@ -18,6 +18,7 @@ target <= 10 %.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import NightlyConfig, load_config
-from pipeline.job import DaskExecutor, JobOptions, run_job, run_serial
+from pipeline.job import DaskExecutor, JobOptions, dask_client, run_job, run_serial
 from pipeline.sample import make_sample_session
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "nightly.toml"
@@ -60,8 +61,6 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--repeat", type=int, default=3, help="rounds over all modes; medians are reported")
     args = ap.parse_args()
-    from distributed import Client, LocalCluster
-
     cfg = load_config(CONFIG, NightlyConfig, kind="nightly")
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     session = make_sample_session(tmp / "sessions", frames=args.frames)
@@ -75,14 +74,13 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start; session: "
           f"{args.frames} frames 1280x720; median of {args.repeat} round(s)", flush=True)
     startup: dict[int, float] = {}
-    clusters, clients = [], {}
-    for n in (1, 2):
+    clients: dict[int, Any] = {}
+    stack = contextlib.ExitStack()
+    for n in (1, 2):  # the job's own cluster set-up (pipeline.job.dask_client), 1 thread per worker
         t = time.perf_counter()
-        lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(lc)
+        client = stack.enter_context(dask_client(None, workers=n, threads=1))
         client.wait_for_workers(n)
         startup[n] = time.perf_counter() - t
-        clusters.append(lc)
         clients[n] = client
         for _ in range(2 * n):  # warm every worker: detectors loaded, first inferences done
             run_job(opts(warm), DaskExecutor(client, retries=0))
@@ -102,10 +100,7 @@ def main() -> int:
                 w, c, _ = samples[name][-1]
                 print(f"  round {r + 1}: {name:28} wall {w:6.2f} s  cpu {c:6.2f} s", flush=True)
     finally:
-        for c in clients.values():
-            c.close()
-        for lc in clusters:
-            lc.close()
+        stack.close()
     med = {m: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), v[0][2])
            for m, v in samples.items()}
     print(f"\n{'mode':28} {'frames':>6} {'wall s':>7} {'frames/s':>9} {'CPU s/frame':>12}")
