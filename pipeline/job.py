@@ -311,7 +311,7 @@ def prepare(opts: JobOptions) -> Prepared:
     seen: dict[str, str] = {}
     for src in sources:
         try:
-            sid = src.reader().session_id
+            sid = src.reader(fresh=True).session_id
         except CaptureError:
             continue  # reported per session by run_job, like any unreadable session
         if sid in seen:

@@ -114,7 +114,7 @@ def plan_session(
     exclusion zones configured, frames inside one and frames without a position (they cannot
     be shown to lie outside, so publishing them would not fail closed).
     """
-    reader = source.reader()
+    reader = source.reader(fresh=True)
     frames = tuple(reader.frames())
     deleted = reader.deletions()
     overrides = overrides or {}

@@ -167,11 +167,11 @@ _cache_lock = threading.Lock()
 _meta_cache: dict[str, Path] = {}
 
 
-def _materialize(url: str) -> Path:
+def _materialize(url: str, *, fresh: bool = False) -> Path:
     """Copy a remote session's metadata (no frames) into a per-process temporary folder."""
     with _cache_lock:
         hit = _meta_cache.get(url)
-        if hit is not None and hit.is_dir():
+        if hit is not None and hit.is_dir() and not fresh:
             return hit
         store = Store(url)
         d = Path(tempfile.mkdtemp(prefix="streetveil-session-"))
@@ -179,6 +179,8 @@ def _materialize(url: str) -> Path:
             with contextlib.suppress(FileNotFoundError):
                 (d / name).write_bytes(store.read_bytes(name))
         os.chmod(d, 0o700)
+        if hit is not None:
+            shutil.rmtree(hit, ignore_errors=True)
         _meta_cache[url] = d
         return d
 
@@ -201,9 +203,10 @@ class SessionSource:
     def local(self) -> Path | None:
         return local_path_of(self.url)
 
-    def reader(self) -> Any:
-        """A ``capture.session.SessionReader`` (cached per process and per source)."""
-        return _reader(self)
+    def reader(self, *, fresh: bool = False) -> Any:
+        """A ``capture.session.SessionReader``, cached per process and per source (workers only
+        decrypt through it); ``fresh`` re-reads the session as it is now (planning)."""
+        return _reader(self, fresh=fresh)
 
     def read_raw(self, rec: Any) -> bytes:
         """The stored bytes of a frame (ciphertext when encrypted)."""
@@ -220,19 +223,19 @@ class SessionSource:
 _readers: dict[SessionSource, Any] = {}
 
 
-def _reader(src: SessionSource) -> Any:
+def _reader(src: SessionSource, *, fresh: bool = False) -> Any:
     from capture.session import SessionReader
 
     with _cache_lock:
         r = _readers.get(src)
-    if r is not None:
+    if r is not None and not fresh:
         return r
     key = None
     if src.private_key:
         from capture.crypto import load_private_key
 
         key = load_private_key(Path(src.private_key))
-    path = src.local if src.local is not None else _materialize(src.url)
+    path = src.local if src.local is not None else _materialize(src.url, fresh=fresh)
     r = SessionReader(path, private_key=key)
     with _cache_lock:
         _readers[src] = r
