@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from capture.fsutil import atomic_write_bytes, fsync_dir
+from capture.fsutil import fsync_dir
 from capture.types import format_time
 
 GENESIS = "0" * 64
@@ -169,11 +169,6 @@ def append_records(path: Path, records: Sequence[Mapping[str, Any]]) -> ChainSta
     if created:
         fsync_dir(path.parent)
     return new_state
-
-
-def write_chain(path: Path, lines: Sequence[bytes]) -> None:
-    """Write a whole chain atomically (used when a staging copy is built)."""
-    atomic_write_bytes(Path(path), b"".join(line + b"\n" for line in lines))
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,14 +143,3 @@ def plan_session(
         batches=make_batches(len(included), batch_size),
         extra_boxes=extra,
     )
-
-
-def batches_needing(plan: SessionPlan, k: int) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
-    return [plan.window(b, k) for b in range(len(plan.batches))]
-
-
-def count_reasons(excluded: Sequence[tuple[FrameRecord, str]]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for _, why in excluded:
-        out[why] = out.get(why, 0) + 1
-    return out

@@ -47,7 +47,7 @@ from capture.fsutil import atomic_write_bytes, fsync_dir
 from pipeline import audit
 from pipeline.errors import PipelineError
 from pipeline.geojson import dumps, feature_collection
-from pipeline.manifest import MANIFEST, build_manifest, read_manifest, sha256_file
+from pipeline.manifest import MANIFEST, build_manifest, sha256_file
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
@@ -360,7 +360,3 @@ def published_sessions(publish_dir: Path) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.name for p in d.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
-
-
-def read_published_manifest(publish_dir: Path, session_id: str) -> dict[str, Any]:
-    return read_manifest(Path(publish_dir) / session_id)
