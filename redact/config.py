@@ -31,8 +31,9 @@ class DetectorSection(_Section):
     plate_backend: PlateBackend = "auto"
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     # int8: the statically quantised copy of the model (redact/models/*-int8*.onnx, built by
-    # scripts/quantize_model.py); about 2x faster on CPU (onnxruntime only).
-    precision: Literal["fp32", "int8"] = "fp32"
+    # scripts/quantize_model.py), ~1.7x faster on CPU, onnxruntime only. auto: int8 for
+    # centerface (measured: docs/redaction.md), fp32 for every other backend.
+    precision: Literal["auto", "fp32", "int8"] = "auto"
     device: str = "cpu"
     # Face (or combined) model file for streetveil / egoblur / yolo-onnx (streetveil: default
     # is the packaged redact/models/streetveil-fp-v1.onnx).
@@ -41,7 +42,8 @@ class DetectorSection(_Section):
     plate_weights: Path | None = None
     # yolo-onnx: the class name of each model output class ("" = ignore that class).
     yolo_classes: tuple[str, ...] = ("face", "plate")
-    face_threshold: float = Field(default=0.3, gt=0, lt=1)
+    # Tuned on the tune split of faces-street-photos (docs/redaction.md).
+    face_threshold: float = Field(default=0.25, gt=0, lt=1)
     plate_threshold: float = Field(default=0.3, gt=0, lt=1)
     # 0 = as many as the process was given (one runtime per process; never oversubscribe).
     threads: int = Field(default=0, ge=0, le=256)
@@ -65,7 +67,7 @@ class DetectorSection(_Section):
     @model_validator(mode="after")
     def _check(self) -> DetectorSection:
         if self.precision == "int8" and self.runtime != "onnxruntime":
-            raise ValueError("precision 'int8' needs runtime 'onnxruntime'")
+            raise ValueError("precision 'int8' needs runtime 'onnxruntime' (torch runs fp32)")
         if self.refine and not self.refine_low < self.face_threshold:
             raise ValueError("refine_low must be below face_threshold")
         if self.tile_overlap * 2 >= self.tile_size:
@@ -81,6 +83,12 @@ class DetectorSection(_Section):
         if any(c not in ("", "face", "plate") for c in self.yolo_classes):
             raise ValueError("yolo_classes entries must be 'face', 'plate' or ''")
         return self
+
+    def resolved_precision(self) -> str:
+        """fp32 or int8 ("auto" resolved; see precision)."""
+        if self.precision != "auto":
+            return self.precision
+        return "int8" if self.backend == "centerface" and self.runtime == "onnxruntime" else "fp32"
 
     def resolved_plate_backend(self) -> str:
         """The plate detector actually used ("auto" resolved; see plate_backend)."""

@@ -99,7 +99,7 @@ def _require_file(path: Path, what: str) -> Path:
 
 
 def face_head(cfg: DetectorSection) -> ClassHead:
-    refine = Refine(low=cfg.refine_low) if cfg.refine else None
+    refine = Refine(low=cfg.refine_low, high=cfg.face_threshold) if cfg.refine else None
     return ClassHead("face", cfg.face_threshold, refine)
 
 
@@ -193,7 +193,7 @@ def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNe
 
         import_torch()
         net = _torch_netfn(centerface_from_onnx(path), threads, cfg.device, ["face"])
-    elif cfg.precision == "int8":
+    elif cfg.resolved_precision() == "int8":
         data = int8_model(CENTERFACE_INT8, path)
         net = _ort_netfn(data, threads, {"face": ("537", "538", "539")})
         version += "-int8"
@@ -240,7 +240,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
             "plate branch in redact/nets.py); use runtime = \"onnxruntime\""
         )
     weights_sha = sha256_file(path)
-    if cfg.precision == "int8":
+    if cfg.resolved_precision() == "int8":
         data = int8_model(path.with_name(path.stem + "-int8.onnx"), path)
         weights_sha = hashlib.sha256(data).hexdigest()
         version += "-int8"

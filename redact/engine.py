@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from redact.detectors import Detector, build_detectors, describe
 from redact.exif import Geotag, clean_exif
 from redact.imageio import DecodedImage, decode_image, encode_image
 from redact.ops import RedactParams, redact
-from redact.types import Detections
+from redact.types import Detections, class_index
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Redactor:
         self.info: dict[str, Any] = {
             "detectors": [describe(x) for x in self.detectors],
             "thresholds": {"face": d.face_threshold, "plate": d.plate_threshold},
+            "precision": d.resolved_precision(),
+            "refine": {"low": d.refine_low} if d.refine else None,
             "method": r.method,
             "expand": {"face": r.face_expand, "plate": r.plate_expand},
             "feather": r.feather,
@@ -104,14 +107,20 @@ class Redactor:
             self._wrapped = [d.with_wrap() if isinstance(d, CenterNetDetector) else d for d in self.detectors]
         return self._wrapped
 
-    def detect(self, image: DecodedImage) -> Detections:
+    def detect(self, image: DecodedImage, *, classes: Sequence[str] | None = None) -> Detections:
         """Faces and plates in ``image``, boxes in stored (input) pixels.
 
         Detection runs on the upright view (EXIF orientation applied), where the networks
-        were trained; boxes are mapped back to the stored pixel grid.
+        were trained; boxes are mapped back to the stored pixel grid. ``classes`` (for
+        evaluation) skips detectors that find none of them and drops other classes.
         """
         view = np.ascontiguousarray(to_display(image.rgb, image.orientation))
-        dets = Detections.concat([d(view) for d in self._detectors_for(view.shape[1], view.shape[0])])
+        dets_for = self._detectors_for(view.shape[1], view.shape[0])
+        if classes is not None:
+            dets_for = [d for d in dets_for if set(d.classes) & set(classes)]
+        dets = Detections.concat([d(view) for d in dets_for])
+        if classes is not None:
+            dets = dets.select(np.isin(dets.cls, [class_index(c) for c in classes]))
         if image.orientation != 1 and len(dets):
             xyxy = boxes_to_stored(dets.xyxy, image.orientation, image.width, image.height)
             dets = Detections(xyxy, dets.score, dets.cls)

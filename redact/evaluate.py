@@ -202,3 +202,30 @@ def thresholds_arg(values: Iterable[float]) -> list[float]:
     if not out or out[0] <= 0 or out[-1] >= 1:
         raise ValueError("thresholds must lie in (0, 1)")
     return out
+
+
+def as_large_frame(redactor: Any, long_side: int, ratio: float) -> None:
+    """Make ``redactor``'s CenterNet detectors plan an image of ``long_side`` px as if it were
+    a frame ``ratio`` x larger than the network input: whole-frame pass at 1/ratio, no upscale
+    or tile pass (the regime of a 1920 px frame at input_size 1280 is ratio 1.5)."""
+    from dataclasses import replace
+
+    from redact.centernet import CenterNetDetector
+
+    for det in redactor.detectors:
+        if isinstance(det, CenterNetDetector):
+            det.params = replace(det.params, input_size=max(32, int(long_side / ratio)), upscale=1.0,
+                                 tile_above=10**9)
+
+
+def widen_refinement(redactor: Any, high: float) -> None:
+    """Refine candidates up to ``high`` (the highest threshold of a sweep): detection runs at
+    the lowest threshold and higher ones filter its output, which is only equivalent to
+    separate runs if every candidate below each threshold got its second look."""
+    from dataclasses import replace
+
+    from redact.centernet import CenterNetDetector
+
+    for det in redactor.detectors:
+        if isinstance(det, CenterNetDetector):
+            det.heads = tuple(replace(h, refine=replace(h.refine, high=high)) if h.refine else h for h in det.heads)

@@ -101,7 +101,7 @@ def test_a_face_cut_by_a_panorama_seam_is_redacted_on_both_sides(shared: Path) -
 @pytest.mark.needs_torch
 def test_torch_and_onnxruntime_give_the_same_boxes(group: tuple[dict, Path], shared: Path) -> None:
     pytest.importorskip("torch")
-    cfg_ort = DetectorSection(upscale=1.0, face_threshold=0.3)
+    cfg_ort = DetectorSection(upscale=1.0, face_threshold=0.3, precision="fp32")
     cfg_torch = DetectorSection(upscale=1.0, face_threshold=0.3, runtime="torch")
     ort_det = build_centerface(cfg_ort, threads=2, wrap=False)
     torch_det = build_centerface(cfg_torch, threads=2, wrap=False)

@@ -36,7 +36,7 @@ def test_info_and_model_hash_describe_the_detectors(redactor: Redactor) -> None:
     info = redactor.info
     assert [d["name"] for d in info["detectors"]] == ["centerface", "plate-heuristic-interim"]
     assert all(len(d["weights_sha256"]) in (0, 64) for d in info["detectors"])
-    assert info["thresholds"] == {"face": 0.3, "plate": 0.3}
+    assert info["thresholds"] == {"face": 0.25, "plate": 0.3} and info["precision"] == "int8"
     assert info["method"] == "blur" and info["expand"] == {"face": 1.3, "plate": 1.15}
     assert len(redactor.model_hash) == 64
     other = Redactor(RedactConfig(detector=DetectorSection(plate_backend="none")), threads=1)

@@ -141,10 +141,14 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
 @click.option("--split", type=click.Choice(["all", "tune", "holdout"]), default="all", show_default=True,
               help="Fixed half of the labelled images (hash of the label key), for tuning discipline.")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for detection.")
+@click.option("--as-large-frame", "frame_ratio", type=click.FloatRange(1.0, 8.0, min_open=True),
+              help="Treat each image as a frame RATIO x larger than the network input (e.g. 1.5: a "
+                   "1920 px frame at input_size 1280): the whole-frame pass sees it reduced, no "
+                   "upscale or tile pass. Evaluates the large-frame regime with small labelled images.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write the full result as JSON.")
 def eval_cmd(labels: Path, images_dir: Path, cls: str, config: Path | None, thresholds: tuple[float, ...],
-             split: str, threads: int | None, json_out: Path | None) -> None:
+             split: str, threads: int | None, frame_ratio: float | None, json_out: Path | None) -> None:
     """Recall and precision (IoU >= 0.3) of the configured detector on a labelled image set,
     overall and by object height band, plus frames/s.
 
@@ -158,23 +162,31 @@ def eval_cmd(labels: Path, images_dir: Path, cls: str, config: Path | None, thre
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from redact.engine import Redactor
-    from redact.evaluate import evaluate, format_table, load_labels, thresholds_arg
+    from redact.evaluate import (
+        as_large_frame,
+        evaluate,
+        format_table,
+        load_labels,
+        thresholds_arg,
+        widen_refinement,
+    )
     from redact.ops import redacted_area
     from redact.types import class_index
 
     base = _load_redact_config(config, None, None)
     ths = thresholds_arg(thresholds or [getattr(base.detector, f"{cls}_threshold")])
     cfg = _load_redact_config(config, ths[0] if cls == "face" else None, ths[0] if cls == "plate" else None)
-    if cls == "face":
-        cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"plate_backend": "none"})})
     redactor = Redactor(cfg, threads=threads)
+    widen_refinement(redactor, ths[-1])
     if cls not in redactor.classes:
         raise click.UsageError(f"the configured detectors find no {cls}s")
     ci = class_index(cls)
 
     def detect(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         img = redactor.decode(data, name=name)
-        d = redactor.detect(img).of(cls)
+        if frame_ratio is not None:
+            as_large_frame(redactor, max(img.width, img.height), frame_ratio)
+        d = redactor.detect(img, classes=(cls,))
         return np.array(d.xyxy), np.array(d.score), (img.width, img.height)
 
     def area(xyxy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -194,5 +206,6 @@ def eval_cmd(labels: Path, images_dir: Path, cls: str, config: Path | None, thre
     if json_out is not None:
         from capture.fsutil import atomic_write_text
 
-        payload = {**result.to_json(), "detectors": redactor.info["detectors"], "labels": str(labels)}
+        payload = {**result.to_json(), "detectors": redactor.info["detectors"], "labels": str(labels),
+                   "as_large_frame": frame_ratio}
         atomic_write_text(json_out, json.dumps(payload, indent=2))
