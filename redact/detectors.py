@@ -139,8 +139,9 @@ def import_torch() -> Any:
     return torch
 
 
-def _torch_netfn(module: Any, threads: int, device: str, classes: Sequence[str]) -> NetFn:
-    """A net function over a torch module returning (heat, scale, offset, ...) per class."""
+def _torch_netfn(module: Any, threads: int, device: str, outputs: Mapping[str, tuple[int, int, int]]) -> NetFn:
+    """A net function over a torch module; ``outputs`` maps class → indices of its
+    (heatmap, scale, offset) in the module's output tuple."""
     torch = import_torch()
     if device == "cpu":
         torch.set_num_threads(threads)
@@ -154,12 +155,7 @@ def _torch_netfn(module: Any, threads: int, device: str, classes: Sequence[str])
         with torch.inference_mode():
             out = module(torch.from_numpy(batch).to(dev))
         arrays = [t.float().cpu().numpy() for t in out]
-        # Output layout: 4 tensors per class in order (heatmap, scale, offset, extra).
-        res = {}
-        for k, c in enumerate(classes):
-            h, s, o = arrays[4 * k], arrays[4 * k + 1], arrays[4 * k + 2]
-            res[c] = (h[:, 0], s, o)
-        return res
+        return {c: (arrays[h][:, 0], arrays[s], arrays[o]) for c, (h, s, o) in outputs.items()}
 
     return run
 
@@ -192,7 +188,7 @@ def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNe
         from redact.nets import centerface_from_onnx
 
         import_torch()
-        net = _torch_netfn(centerface_from_onnx(path), threads, cfg.device, ["face"])
+        net = _torch_netfn(centerface_from_onnx(path), threads, cfg.device, {"face": (0, 1, 2)})
     elif cfg.resolved_precision() == "int8":
         data = int8_model(CENTERFACE_INT8, path)
         net = _ort_netfn(data, threads, {"face": ("537", "538", "539")})
@@ -234,19 +230,22 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
             f"expected {STREETVEIL_DECODE!r}"
         )
     version = meta.get("streetveil.version", "unknown")
-    if cfg.runtime == "torch":
-        raise ModelError(
-            "runtime 'torch' for backend 'streetveil' is not available yet (needs the torch "
-            "plate branch in redact/nets.py); use runtime = \"onnxruntime\""
-        )
     weights_sha = sha256_file(path)
-    if cfg.resolved_precision() == "int8":
+    if cfg.runtime == "torch":
+        from redact.nets import streetveil_from_onnx
+
+        import_torch()
+        # Output order of StreetveilNet: face heatmap, scale, offset, landmarks, plate heatmap,
+        # scale, offset.
+        torch_out = {"face": (0, 1, 2), "plate": (4, 5, 6)}
+        net = _torch_netfn(streetveil_from_onnx(path), threads, cfg.device, {c: torch_out[c] for c in classes})
+    elif cfg.resolved_precision() == "int8":
         data = int8_model(path.with_name(path.stem + "-int8.onnx"), path)
         weights_sha = hashlib.sha256(data).hexdigest()
         version += "-int8"
+        net = _ort_netfn(data, threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
     else:
-        data = prepare_onnx(path)
-    net = _ort_netfn(data, threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
+        net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
     heads = {"face": face_head(cfg), "plate": ClassHead("plate", cfg.plate_threshold)}
     return CenterNetDetector(
         net,
