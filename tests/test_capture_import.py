@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from capture_helpers import write_gpx
-from conftest import run_cli
+from conftest import CONFIGS, run_cli
 
 from capture.errors import ImportTimeMismatch
 from capture.geodesy import distance_m
@@ -22,6 +22,8 @@ VIDEO = "video-gopro/max-heromode.mp4"
 GPX = "video-gopro/max-heromode.GPS5.gpx"
 OFFSET = 28782.0  # creation_time 15:45:32 (local, labelled UTC) vs first GPSU 23:45:14 UTC
 META = SessionMeta("import-test", "op", "purpose", "1", source="import-images")
+# session.json must say who captured, why and under which notice (GUIDEBOOK "Basic stance").
+WHO = ("--operator", "Example Road Survey Co., Ltd.", "--purpose", "road survey", "--notice-version", "2026-11-01")
 
 
 def _track_at(track: list[Fix], t: datetime) -> tuple[float, float]:
@@ -35,7 +37,7 @@ def _track_at(track: list[Fix], t: datetime) -> tuple[float, float]:
 
 def test_gopro_import_with_time_offset(tmp_path: Path, shared: Path) -> None:
     r = run_cli("capture", "import", str(shared / VIDEO), "--gpx", str(shared / GPX), "--out", str(tmp_path),
-                "--every-meters", "1", "--time-offset", str(OFFSET))
+                "--every-meters", "1", "--time-offset", str(OFFSET), *WHO)
     assert r.returncode == 0, r.stderr
     (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     s = check_session(session)
@@ -55,10 +57,11 @@ def test_gopro_import_with_time_offset(tmp_path: Path, shared: Path) -> None:
         assert distance_m(a.lat, a.lon, b.lat, b.lon) >= 0.999
     doc = json.loads((session / "session.json").read_text())
     assert doc["source"] == "import-video" and doc["camera"]["clock_offset_s"] == -OFFSET
+    assert (doc["operator"], doc["purpose"], doc["notice_version"]) == (WHO[1], WHO[3], WHO[5])
 
 
 def test_gopro_import_without_offset_suggests_one(tmp_path: Path, shared: Path) -> None:
-    r = run_cli("capture", "import", str(shared / VIDEO), "--gpx", str(shared / GPX), "--out", str(tmp_path))
+    r = run_cli("capture", "import", str(shared / VIDEO), "--gpx", str(shared / GPX), "--out", str(tmp_path), *WHO)
     assert r.returncode == 2
     assert "no frame falls inside the track" in r.stderr and "max-heromode.mp4" in r.stderr
     assert "8 h off" in r.stderr and "--time-offset +28800" in r.stderr
@@ -76,8 +79,34 @@ def test_suggestion_when_whole_hours_fit() -> None:
 def test_import_usage_errors(tmp_path: Path, shared: Path) -> None:
     r = run_cli("capture", "import", str(shared / VIDEO), "--out", str(tmp_path))
     assert r.returncode == 2 and "needs --gpx" in r.stderr
-    r = run_cli("capture", "import", str(tmp_path / "nope.mp4"), "--gpx", str(shared / GPX), "--out", str(tmp_path))
+    r = run_cli("capture", "import", str(tmp_path / "nope.mp4"), "--gpx", str(shared / GPX), "--out", str(tmp_path),
+                *WHO)
     assert r.returncode == 2 and "nope.mp4" in r.stderr
+
+
+@pytest.mark.parametrize(("given", "missing"), [
+    ((), "--operator, --purpose, --notice-version"),
+    (("--operator", "Example Road Survey Co., Ltd."), "--purpose, --notice-version"),
+    (("--operator", "x", "--purpose", "road survey", "--notice-version", " "), "--notice-version"),
+])
+def test_import_requires_operator_purpose_and_notice_version(tmp_path: Path, shared: Path, given: tuple[str, ...],
+                                                             missing: str) -> None:
+    out = tmp_path / "out"
+    r = run_cli("capture", "import", "--images", str(shared / "images-exif"), "--out", str(out), *given)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"missing {missing} (give them, or --config vehicle.toml" in r.stderr
+    assert r.stderr.count("Error") == 1  # one clear usage error
+    assert not out.exists()  # nothing written
+
+
+def test_import_metadata_from_the_vehicle_config(tmp_path: Path, shared: Path) -> None:
+    r = run_cli("capture", "import", "--images", str(shared / "images-exif"), "--out", str(tmp_path),
+                "--config", str(CONFIGS / "vehicle.toml"), "--purpose", "bridge inspection")
+    assert r.returncode == 0, r.stderr
+    (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    doc = json.loads((session / "session.json").read_text())
+    assert doc["operator"] == "Example Road Survey Co., Ltd." and doc["notice_version"] == "2026-11-01"
+    assert doc["purpose"] == "bridge inspection"  # an option overrides the config
 
 
 def test_exif_reading(shared: Path) -> None:
@@ -91,7 +120,7 @@ def test_exif_reading(shared: Path) -> None:
 
 
 def test_import_images_with_exif_gps(tmp_path: Path, shared: Path) -> None:
-    r = run_cli("capture", "import", "--images", str(shared / "images-exif"), "--out", str(tmp_path))
+    r = run_cli("capture", "import", "--images", str(shared / "images-exif"), "--out", str(tmp_path), *WHO)
     assert r.returncode == 0, r.stderr
     (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     frames = SessionReader(session).frames()

@@ -55,16 +55,18 @@ def capture_run(config_path: Path, out: Path | None, no_status: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Vehicle config for metadata, trigger, zones and encryption.")
 @click.option("--vehicle", help="Vehicle id (overrides the config).")
-@click.option("--operator", help="Operator (overrides the config).")
-@click.option("--purpose", help="Purpose of the capture (overrides the config).")
-@click.option("--notice-version", help="Privacy notice version in force (overrides the config).")
+@click.option("--operator", help="Operator (overrides the config; required without --config).")
+@click.option("--purpose", help="Purpose of the capture (overrides the config; required without --config).")
+@click.option("--notice-version", help="Privacy notice version in force (overrides the config; required "
+              "without --config).")
 def capture_import(video: Path | None, gpx: Path | None, images: Path | None, out: Path,
                    every_meters: float | None, time_offset: float, config_path: Path | None,
                    vehicle: str | None, operator: str | None, purpose: str | None,
                    notice_version: str | None) -> None:
     """Build a session from VIDEO + --gpx TRACK (frame times: container creation_time +
-    frame pts + --time-offset), or from --images DIR. If no frame falls inside the track,
-    nothing is written and a time offset is suggested (exit 2)."""
+    frame pts + --time-offset), or from --images DIR. The operator, purpose and notice version
+    come from --config or --operator/--purpose/--notice-version (required). If no frame falls
+    inside the track, nothing is written and a time offset is suggested (exit 2)."""
     from capture.importer import ImportSettings, import_images, import_video
     from capture.session import SessionMeta
     from capture.trigger import TriggerSettings
@@ -82,11 +84,24 @@ def capture_import(video: Path | None, gpx: Path | None, images: Path | None, ou
         cfg = load_config(config_path, VehicleConfig, kind="vehicle")
         sha = config_hash(cfg)
     source = "import-video" if video is not None else "import-images"
+    # The guidebook's basic stance: session.json records who captured, why, and under which
+    # notice. No placeholder defaults: a session that cannot say so is not written.
+    given = {
+        "--operator": operator or (cfg.session.operator if cfg else None),
+        "--purpose": purpose or (cfg.session.purpose if cfg else None),
+        "--notice-version": notice_version or (cfg.session.notice_version if cfg else None),
+    }
+    missing = [opt for opt, value in given.items() if not (value and value.strip())]
+    if missing:
+        raise click.UsageError(
+            f"session.json must record the operator, the purpose and the privacy notice version: "
+            f"missing {', '.join(missing)} (give them, or --config vehicle.toml with [session] "
+            "operator, purpose and notice_version)")
     meta = SessionMeta(
         vehicle_id=vehicle or (cfg.vehicle.id if cfg else "import"),
-        operator=operator or (cfg.session.operator if cfg else "unspecified"),
-        purpose=purpose or (cfg.session.purpose if cfg else "unspecified"),
-        notice_version=notice_version or (cfg.session.notice_version if cfg else "unspecified"),
+        operator=str(given["--operator"]).strip(),
+        purpose=str(given["--purpose"]).strip(),
+        notice_version=str(given["--notice-version"]).strip(),
         camera_model=cfg.camera.model if cfg else "unknown",
         camera_mount=cfg.camera.mount if cfg else "unknown",
         vehicle_description=cfg.vehicle.description if cfg else "",
