@@ -17,7 +17,7 @@ import os
 import platform
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -273,16 +273,27 @@ def expand_sessions(paths: Sequence[str]) -> list[str]:
     return [x for x in out if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
 
 
-def _zones(cfg: NightlyConfig) -> Callable[[float, float], bool] | None:
-    if cfg.publish.exclusion_zones is None:
-        return None
-    from capture.zones import load_zones
+def _zones(cfg: NightlyConfig) -> tuple[Callable[[float, float], bool] | None, str | None]:
+    """The configured exclusion zones' test and the sha256 of the file they were read from."""
+    path = cfg.publish.exclusion_zones
+    if path is None:
+        return None, None
+    import hashlib
+    import json
+
+    from capture.zones import zones_from_geojson
 
     try:
-        zones = load_zones(cfg.publish.exclusion_zones)
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"[publish] exclusion_zones {path}: zones file not found") from None
+    except OSError as e:
+        raise PipelineError(f"[publish] exclusion_zones {path}: cannot read zones file: {e}") from None
+    try:
+        zones = zones_from_geojson(json.loads(data), source=str(path))
     except Exception as e:
-        raise PipelineError(f"[publish] exclusion_zones: {e}") from None
-    return zones.contains
+        raise PipelineError(f"[publish] exclusion_zones: {path}: {e}") from None
+    return zones.contains, hashlib.sha256(data).hexdigest()
 
 
 def _notice(cfg: NightlyConfig) -> NoticeConfig:
@@ -298,8 +309,11 @@ class Prepared:
 
     out: Store
     notice: NoticeConfig
-    excluded_at: Callable[[float, float], bool] | None
+    excluded_at: Callable[[float, float], bool] | None  # config zones and request zones
     sources: tuple[SessionSource, ...]
+    config_zones: Callable[[float, float], bool] | None = None
+    # sha256 of the zone files read: {"exclusion_zones_sha256": ..., "request_zones_sha256": ...}
+    zone_files: Mapping[str, str | None] = field(default_factory=dict)
 
 
 def prepare(opts: JobOptions) -> Prepared:
@@ -319,12 +333,13 @@ def prepare(opts: JobOptions) -> Prepared:
                                 "to the same folder")
         seen[sid] = src.url
     notice = _notice(cfg)
-    excluded_at = _zones(cfg)
+    config_zones, config_sha = _zones(cfg)
     # Zones added by residents' requests (`streetveil request add --zone`, kept in the publish
     # tree under .governance/) apply to every later run as well (docs/governance.md).
-    from pipeline.requests import with_request_zones
+    from pipeline.requests import either_zone, read_request_zones
 
-    excluded_at = with_request_zones(excluded_at, out)
+    req_zones, req_sha = read_request_zones(out)
+    excluded_at = either_zone(config_zones, req_zones)
     if key_path is not None and not Path(key_path).is_file():
         raise PipelineError(f"[decrypt] private_key {key_path}: file not found")
     if out.local is not None:
@@ -332,7 +347,8 @@ def prepare(opts: JobOptions) -> Prepared:
             out.local.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PipelineError(f"{out.local}: cannot create the publish folder: {e}") from None
-    return Prepared(out, notice, excluded_at, sources)
+    return Prepared(out, notice, excluded_at, sources, config_zones,
+                    {"exclusion_zones_sha256": config_sha, "request_zones_sha256": req_sha})
 
 
 def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = None) -> JobSummary:
@@ -354,6 +370,9 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
         "redact_config_key": spec.config_key, "model_hash": model_hash, "detectors": described["info"],
         "temporal_carry": {"frames": carry.frames, "expand": carry.expand},
         "exclusion_zones": str(cfg.publish.exclusion_zones) if cfg.publish.exclusion_zones else None,
+        # Which zones decided what was left out: the config's file and the one residents'
+        # requests built (.governance/exclusion-zones.geojson); None where there is none.
+        **p.zone_files,
         "notice_version": notice.version,
     }
     append_index(out, [{**run_rec, "type": "run-start", "sessions": [s.url for s in sources]}])

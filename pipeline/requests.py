@@ -310,31 +310,42 @@ class _EitherZone:
         return bool((self.first is not None and self.first(lat, lon)) or self.second(lat, lon))
 
 
-def request_zones(out: Store) -> Any:
-    """The exclusion zones added by requests to the publish tree ``out`` (``capture.zones.Zones``),
-    or None when there are none."""
+def read_request_zones(out: Store) -> tuple[Any, str | None]:
+    """(the exclusion zones added by requests to the publish tree ``out`` as
+    ``capture.zones.Zones``, or None when there are none; the sha256 of the file they were read
+    from, or None when there is no file). One read, so the hash is of the zones applied."""
     from capture.zones import zones_from_geojson
 
     rel = f"{GOVERNANCE_DIR}/{ZONES_FILE}"
     try:
         data = out.read_bytes(rel)
     except FileNotFoundError:
-        return None
+        return None, None
     try:
         zones = zones_from_geojson(json.loads(data), source=out.display(rel))
     except ValueError as e:
         raise ConfigError(f"{out.display(rel)}: not valid JSON: {e}") from None
-    return zones if zones else None
+    return (zones if zones else None), hashlib.sha256(data).hexdigest()
+
+
+def request_zones(out: Store) -> Any:
+    """The exclusion zones added by requests to ``out``, or None (see ``read_request_zones``)."""
+    return read_request_zones(out)[0]
+
+
+def either_zone(first: Callable[[float, float], bool] | None,
+                zones: Any) -> Callable[[float, float], bool] | None:
+    """``first`` extended by ``zones`` (``capture.zones.Zones`` or None)."""
+    if zones is None:
+        return first
+    return _EitherZone(first, zones.contains)
 
 
 def with_request_zones(excluded_at: Callable[[float, float], bool] | None,
                        out: Store) -> Callable[[float, float], bool] | None:
     """``excluded_at`` extended by the zones residents' requests added to ``out`` (the nightly
     job calls this, so a zone added by request applies to every later run)."""
-    zones = request_zones(out)
-    if zones is None:
-        return excluded_at
-    return _EitherZone(excluded_at, zones.contains)
+    return either_zone(excluded_at, request_zones(out))
 
 
 def _zone_doc(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

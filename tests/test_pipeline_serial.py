@@ -131,6 +131,11 @@ def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, P
     assert ex["000005"]["reason"] == "exclusion-zone" and "lat" not in ex["000005"]  # place not logged
     assert ex["000002"]["reason"] == "no-position"
     assert recs[-1]["counts"]["excluded_zone"] == 1 and recs[-1]["counts"]["excluded_no_position"] == 1
+    # The run record names the zone files that decided it, by hash.
+    run = recs[0]
+    assert run["type"] == "run" and run["exclusion_zones"] == str(zones)
+    assert run["exclusion_zones_sha256"] == hashlib.sha256(zones.read_bytes()).hexdigest()
+    assert run["request_zones_sha256"] is None  # no zone added by request in this folder
     assert verify_tree(out).ok
 
     # Without zones a frame without a position is published, with a null geometry.

@@ -87,6 +87,9 @@ def test_zone_request_removes_frames_everywhere_and_binds_later_runs(tree: tuple
 
     _nightly_rerun(raw, pub)  # reads .governance/exclusion-zones.geojson as well
     assert sorted(set(feats) - set(_features(sdir))) == inside
+    run = [x for x in _chain(sdir) if x["type"] == "run"][-1]  # names the zones it obeyed, by hash
+    zsha = hashlib.sha256((pub / ".governance" / "exclusion-zones.geojson").read_bytes()).hexdigest()
+    assert run["request_zones_sha256"] == zsha and run["exclusion_zones_sha256"] is None
     latest = {x["frame_id"]: x for x in _chain(sdir) if x["type"] == "frame"}
     assert all(latest[f]["status"] == "excluded" and latest[f]["reason"] == "exclusion-zone" for f in inside)
     _verify_ok(pub)
