@@ -395,29 +395,42 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
                                            note="raw frames purged: the published set is final"))
             continue
         ctx = TaskContext(source=src, work=out.child(f"{WORK_DIR}/{plan.session_id}"), model=spec,
-                          model_hash=model_hash, carry=carry, extra_boxes=plan.extra_boxes)
+                          model_hash=model_hash, carry=carry, extra_boxes=plan.extra_boxes,
+                          deleted=plan.deleted_ids)
         plans.append((plan, ctx))
 
     total = sum(len(p.included) for p, _ in plans)
     with _progress(opts.progress, total) as advance:
-        # Phase 1 for every session first, so workers stay busy across session boundaries.
-        det: list[list[Any]] = []
+        # Render tasks: the batches with frames to publish; each needs the detections of the
+        # batches around it (frames left out included: they are carry context).
+        work: list[list[tuple[int, tuple[str, ...], tuple[int, ...]]]] = [
+            [(b, *plan.window(b, carry.frames)) for b in range(len(plan.batches)) if plan.batch_included(b)]
+            for plan, _ in plans]
+        # Phase 1 for every session first, so workers stay busy across session boundaries; only
+        # batches some render needs (a long run of left-out frames is not detected for nothing).
+        det: list[dict[int, Any]] = []
         for si, (plan, ctx) in enumerate(plans):
-            det.append([executor.submit(detect_batch, ctx, plan.batch_frames(b),
-                                        key=f"detect-{plan.session_id}-{b}-{run_id}", priority=-si)
-                        for b in range(len(plan.batches))])
+            needed = sorted({j for _, _, need in work[si] for j in need})
+            det.append({j: executor.submit(detect_batch, ctx, plan.batch_frames(j),
+                                           key=f"detect-{plan.session_id}-{j}-{run_id}", priority=-si)
+                        for j in needed})
         renders: dict[int, tuple[Any, int]] = {}  # id(handle) -> (handle, session)
         for si, (plan, ctx) in enumerate(plans):
-            for b in range(len(plan.batches)):
-                ids, need = plan.window(b, carry.frames)
-                h = executor.submit(render_batch, ctx, plan.batch_frames(b), ids, *[det[si][j] for j in need],
+            for b, ids, need in work[si]:
+                h = executor.submit(render_batch, ctx, plan.batch_included(b), ids, *[det[si][j] for j in need],
                                     key=f"render-{plan.session_id}-{b}-{run_id}", priority=-si)
                 renders[id(h)] = (h, si)
-        pending = {si: len(plan.batches) for si, (plan, _) in enumerate(plans)}
+        pending = {si: len(work[si]) for si in range(len(plans))}
         results: dict[int, list[FrameResult]] = {si: [] for si in range(len(plans))}
+
+        def publish(si: int, res: list[FrameResult]) -> SessionOutcome:
+            plan = plans[si][0]
+            return _publish(out, plan, res, run_rec, notice, excluded_at,
+                            context=_context(plan, det[si], done=[o.session_id for o in outcomes]))
+
         for si, n in pending.items():
             if n == 0:
-                outcomes.append(_publish(out, plans[si][0], [], run_rec, notice, excluded_at))
+                outcomes.append(publish(si, []))
         for h in executor.as_completed([h for h, _ in renders.values()]):
             si = renders[id(h)][1]
             batch_results = _result(h, done=[o.session_id for o in outcomes])
@@ -425,7 +438,7 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
             advance(len(batch_results))
             pending[si] -= 1
             if pending[si] == 0:
-                outcomes.append(_publish(out, plans[si][0], results.pop(si), run_rec, notice, excluded_at))
+                outcomes.append(publish(si, results.pop(si)))
     summary = JobSummary(run_id=run_id, out=opts.out, sessions=outcomes, wall_s=time.monotonic() - t0,
                          executor=executor.describe())
     append_index(out, [{"type": "run-end", "run_id": run_id, "time": audit.now_utc(),
@@ -446,6 +459,25 @@ def _result(h: Any, *, done: list[str]) -> Any:
             raise ItemsFailed(f"the Dask cluster failed under the job ({name}: {e}); sessions published so far: "
                               f"{', '.join(done) or 'none'}; rerun to finish (finished frames are kept)") from e
         raise
+
+
+def _context(plan: SessionPlan, det: Mapping[int, Any], *, done: list[str]) -> dict[str, str]:
+    """For each frame left out of the publication: did its detections take part in its
+    neighbours' carry? "ok", "failed: <why>", "unavailable" (raw deleted, nothing kept) or
+    "not needed" (no published frame within reach)."""
+    out: dict[str, str] = {}
+    results: dict[int, Mapping[str, Any]] = {}
+    batch_of = {r.frame_id: b for b in range(len(plan.batches)) for r in plan.batch_frames(b)}
+    for rec, _ in plan.excluded:
+        j = batch_of[rec.frame_id]
+        if j not in det:
+            out[rec.frame_id] = "not needed"
+            continue
+        if j not in results:
+            results[j] = _result(det[j], done=done)
+        d = results[j][rec.frame_id]
+        out[rec.frame_id] = d.status if d.status != "failed" else f"failed: {d.error}"
+    return out
 
 
 def _version() -> str:
@@ -499,7 +531,8 @@ def _frame_record(rec: FrameRecord, **kw: Any) -> dict[str, Any]:
 
 
 def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec: dict[str, Any],
-             notice: NoticeConfig, excluded_at: Callable[[float, float], bool] | None) -> SessionOutcome:
+             notice: NoticeConfig, excluded_at: Callable[[float, float], bool] | None, *,
+             context: Mapping[str, str] | None = None) -> SessionOutcome:
     """Build and swap in the session's new published version with its audit records."""
     sid = plan.session_id
     by_id = {r.frame_id: r for r in results}
@@ -544,11 +577,11 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                 method=method, cached=res.cached))
         for rec, why in plan.excluded:
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
-            # No position for frames inside exclusion zones: the log would otherwise map the
-            # very places residents asked to keep out of the published set.
-            where = {} if why in (EXCLUDED_ZONE, EXCLUDED_NO_POSITION) or rec.lat is None else \
-                {"lat": rec.lat, "lon": rec.lon}
-            records.append(_frame_record(rec, **where, status="excluded", reason=why))
+            # No position for any frame left out: the log would otherwise map the very places
+            # residents asked to keep out of the published set (zones, takedowns, deletions).
+            # ``context_detection`` says whether its detections were carried to its neighbours.
+            records.append(_frame_record(rec, status="excluded", reason=why,
+                                         context_detection=(context or {}).get(rec.frame_id, "not needed")))
         track = track_feature(plan.source.reader().fixes(), session_id=sid, frames=plan.frames, exclude=excluded_at)
         txn.write_file(TRACK_GEOJSON, dumps(track))
         facts = SessionFacts(session_id=sid, captured_span=_span(plan.frames), published=oc.published,

@@ -72,24 +72,57 @@ def overrides_from(records: Iterable[Mapping[str, Any]]) -> dict[str, Override]:
 
 @dataclass(frozen=True, slots=True)
 class SessionPlan:
+    """Which frames of a session to detect, to render and publish, and to leave out.
+
+    The carry neighbourhood is the whole capture sequence (``frames``), not only the frames to
+    publish: a frame left out (exclusion zone, no position, removed by request) is still
+    detected, so the plate seen in it is blurred in the published frame next to it, which is
+    where it is most readable. It is never rendered or published. A frame whose raw file was
+    deleted on purpose cannot be detected: it takes part only with detections kept from before
+    (the work cache), never by reading it, and never counts as failed.
+    """
+
     source: SessionSource
     session_id: str
     doc: Mapping[str, Any]  # session.json
-    frames: tuple[FrameRecord, ...]  # every record, capture order
+    frames: tuple[FrameRecord, ...]  # every record, capture order: the carry neighbourhood
     included: tuple[FrameRecord, ...]  # to redact and publish, capture order
     excluded: tuple[tuple[FrameRecord, str], ...]  # left out on purpose, with the reason
-    batches: tuple[tuple[int, int], ...]  # [start, end) into ``included``
+    batches: tuple[tuple[int, int], ...]  # [start, end) into ``frames``
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
 
+    @property
+    def publish_ids(self) -> frozenset[str]:
+        return frozenset(r.frame_id for r in self.included)
+
+    @property
+    def deleted_ids(self) -> frozenset[str]:
+        """Frames whose raw file was deleted on purpose (detections only from earlier results)."""
+        return frozenset(r.frame_id for r, why in self.excluded if why == EXCLUDED_DELETED)
+
     def batch_frames(self, b: int) -> tuple[FrameRecord, ...]:
+        """The frames of batch ``b`` to detect: all of them (left-out ones as context)."""
         s, e = self.batches[b]
-        return self.included[s:e]
+        return self.frames[s:e]
+
+    def batch_included(self, b: int) -> tuple[FrameRecord, ...]:
+        """The frames of batch ``b`` to render and publish."""
+        ids = self.publish_ids
+        return tuple(r for r in self.batch_frames(b) if r.frame_id in ids)
 
     def window(self, b: int, k: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """Frame ids of batch ``b`` plus ``k`` on each side, and the batches that cover them."""
         s, e = self.batches[b]
-        lo, hi = max(0, s - k), min(len(self.included), e + k)
-        ids = tuple(r.frame_id for r in self.included[lo:hi])
+        return self._span(s, e, k)
+
+    def frame_window(self, frame_id: str, k: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Frame ids of one frame's neighbourhood (``k`` on each side) and the batches covering it."""
+        i = next(j for j, r in enumerate(self.frames) if r.frame_id == frame_id)
+        return self._span(i, i + 1, k)
+
+    def _span(self, s: int, e: int, k: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        lo, hi = max(0, s - k), min(len(self.frames), e + k)
+        ids = tuple(r.frame_id for r in self.frames[lo:hi])
         need = tuple(i for i, (bs, be) in enumerate(self.batches) if bs < hi and be > lo)
         return ids, need
 
@@ -107,12 +140,13 @@ def plan_session(
     excluded_at: Callable[[float, float], bool] | None,
     overrides: Mapping[str, Override] | None = None,
 ) -> SessionPlan:
-    """Split a session's frames into included frames (batched) and excluded ones.
+    """Split a session's frames into included frames and excluded ones; batch the sequence.
 
     Left out, in this order of precedence: frames whose raw file was deleted on purpose
     (retention, requests; the journal in the session); frames removed by a request; with
     exclusion zones configured, frames inside one and frames without a position (they cannot
-    be shown to lie outside, so publishing them would not fail closed).
+    be shown to lie outside, so publishing them would not fail closed). Batches cover every
+    frame (see ``SessionPlan``).
     """
     reader = source.reader(fresh=True)
     frames = tuple(reader.frames())
@@ -121,17 +155,12 @@ def plan_session(
     included: list[FrameRecord] = []
     excluded: list[tuple[FrameRecord, str]] = []
     for rec in frames:
-        ov = overrides.get(rec.frame_id)
-        if rec.frame_id in deleted.frame_ids or (deleted.key_shredded and reader.encrypted):
-            excluded.append((rec, EXCLUDED_DELETED))
-        elif ov is not None and ov.remove:
-            excluded.append((rec, EXCLUDED_REQUEST))
-        elif excluded_at is not None and (rec.lat is None or rec.lon is None):
-            excluded.append((rec, EXCLUDED_NO_POSITION))
-        elif excluded_at is not None and excluded_at(rec.lat, rec.lon):
-            excluded.append((rec, EXCLUDED_ZONE))
-        else:
+        why = exclusion(rec, overrides.get(rec.frame_id), excluded_at,
+                        deleted=rec.frame_id in deleted.frame_ids or (deleted.key_shredded and reader.encrypted))
+        if why is None:
             included.append(rec)
+        else:
+            excluded.append((rec, why))
     extra = {fid: ov.boxes for fid, ov in overrides.items() if ov.boxes}
     return SessionPlan(
         source=source,
@@ -140,6 +169,20 @@ def plan_session(
         frames=frames,
         included=tuple(included),
         excluded=tuple(excluded),
-        batches=make_batches(len(included), batch_size),
+        batches=make_batches(len(frames), batch_size),
         extra_boxes=extra,
     )
+
+
+def exclusion(rec: FrameRecord, override: Override | None, excluded_at: Callable[[float, float], bool] | None,
+              *, deleted: bool = False) -> str | None:
+    """Why ``rec`` is left out of the publication (see ``plan_session``), or None. Pure."""
+    if deleted:
+        return EXCLUDED_DELETED
+    if override is not None and override.remove:
+        return EXCLUDED_REQUEST
+    if excluded_at is not None and (rec.lat is None or rec.lon is None):
+        return EXCLUDED_NO_POSITION
+    if excluded_at is not None and rec.lat is not None and rec.lon is not None and excluded_at(rec.lat, rec.lon):
+        return EXCLUDED_ZONE
+    return None

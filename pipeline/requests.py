@@ -521,16 +521,17 @@ class _Rerender:
                                 overrides=overrides_from(records))
         except Exception as e:  # any problem with the raw side means: edit the published image
             return None, f"cannot read the raw session: {e}"
-        ids = [r.frame_id for r in plan.included]
-        if fid not in ids:
+        if fid not in plan.publish_ids:
             return None, "the frame is no longer in the session's publication plan"
         carry = CarrySpec(cfg.publish.temporal_carry, cfg.publish.carry_expand)
         ctx = TaskContext(source=src, work=Store(str(self.publish_dir)).child(f".work/{sid}"), model=m["spec"],
-                          model_hash=m["model_hash"], carry=carry, extra_boxes=plan.extra_boxes)
-        i = ids.index(fid)
-        window = plan.included[max(0, i - carry.frames): i + carry.frames + 1]
-        dets = detect_batch(ctx, window)
-        res = render_batch(ctx, [plan.included[i]], [r.frame_id for r in window], dets)[0]
+                          model_hash=m["model_hash"], carry=carry, extra_boxes=plan.extra_boxes,
+                          deleted=plan.deleted_ids)
+        # The same neighbourhood as the nightly job: the capture sequence, left-out frames included.
+        ids, _ = plan.frame_window(fid, carry.frames)
+        by_id = {r.frame_id: r for r in plan.frames}
+        dets = detect_batch(ctx, [by_id[x] for x in ids])
+        res = render_batch(ctx, [by_id[fid]], ids, dets)[0]
         if res.status != "ok":
             return None, f"re-render from raw failed: {res.error}"
         return res, None

@@ -213,8 +213,9 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
     fc = json.loads((sdir / "frames.geojson").read_bytes())
     feats = {f["properties"]["frame_id"]: f for f in fc["features"]}
 
-    # The frames the job rendered in order (for the carry neighbourhood): published and failed.
-    order = sorted((r for r in latest.values() if r.get("status") in ("ok", "failed")) ,
+    # The carry neighbourhood as the job builds it: every frame of the capture sequence, those
+    # left out of the publication included (their detections are carried to their neighbours).
+    order = sorted((r for r in latest.values() if r.get("status") in ("ok", "failed", "excluded")),
                    key=lambda r: (str(r.get("capture_time")), r["frame_id"]))
     for fid, f in feats.items():  # a published frame always takes part, even without a record
         if fid not in latest:

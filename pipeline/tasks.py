@@ -1,10 +1,12 @@
 """The per-frame work, as two batch functions that Dask (or the serial path) runs.
 
 Phase 1, ``detect_batch``: read → verify sha256 → decrypt → decode → detect, for a run of
-consecutive frames. Phase 2, ``render_batch``: for the same frames, add the boxes carried from
-the ±k neighbouring frames (their detections come from phase-1 results, passed in by the
-scheduler), then read → verify → decrypt → decode again → render with EXIF from the frame
-record → write atomically into the work area.
+consecutive frames of the capture sequence, including frames left out of the publication (they
+are the carry context of their published neighbours). Phase 2, ``render_batch``: for the
+frames of the batch to publish, add the boxes carried from the ±k neighbouring frames of the
+sequence (their detections come from phase-1 results, passed in by the scheduler), then read →
+verify → decrypt → decode again → render with EXIF from the frame record → write atomically
+into the work area.
 
 Why two phases and not overlapping batches: temporal carry needs the detections of k frames
 beyond each end of a batch. Overlapping batches would detect those 2k frames twice (25 % more
@@ -81,16 +83,25 @@ class TaskContext:
     carry: CarrySpec = CarrySpec()
     # frame id -> extra boxes ((x1, y1, x2, y2, class index), ...) from requests (issue 7)
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
+    # Frames whose raw file was deleted on purpose: never read; their detections come only
+    # from earlier results (the work cache), else they are "unavailable" (never "failed").
+    deleted: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_boxes", dict(self.extra_boxes))
+        object.__setattr__(self, "deleted", frozenset(self.deleted))
+
+
+# A frame's detections cannot be had: its raw file was deleted on purpose and no earlier result
+# is kept. Not a failure: the frame is not published; its neighbours carry nothing from it.
+UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)
 class DetResult:
     frame_id: str
     key: str
-    status: str  # ok | failed
+    status: str  # ok | failed | unavailable
     error: str | None = None
     xyxy: tuple[tuple[float, float, float, float], ...] = ()
     score: tuple[float, ...] = ()
@@ -306,7 +317,8 @@ def _is_fatal(e: BaseException) -> bool:
 
 
 def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, DetResult]:
-    """Detect faces and plates in ``frames``; cached results with a matching key are reused."""
+    """Detect faces and plates in ``frames``; cached results with a matching key are reused.
+    Frames in ``ctx.deleted`` are never read (see ``TaskContext``)."""
     redactor = _check_model(ctx.model, ctx.model_hash)
     out: dict[str, DetResult] = {}
     for rec in frames:
@@ -314,6 +326,10 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
         cached = _read_json(ctx.work, _det_rel(rec.frame_id, key))
         if cached and cached.get("key") == key and cached.get("status") == "ok":
             out[rec.frame_id] = DetResult.from_json(cached)
+            continue
+        if rec.frame_id in ctx.deleted:
+            out[rec.frame_id] = DetResult(frame_id=rec.frame_id, key=key, status=UNAVAILABLE,
+                                          error="raw frame deleted on purpose; no earlier detections kept")
             continue
         try:
             img = _decode(redactor, _load_frame(ctx, rec), rec)

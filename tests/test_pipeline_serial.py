@@ -102,7 +102,12 @@ def _rewrite_records(session: Path, fn) -> None:  # type: ignore[no-untyped-def]
     (session / "frames.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
-def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, Path]) -> None:
+def _images(sdir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((sdir / "images").iterdir())}
+
+
+def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, Path],
+                                                     serial_publication: Path) -> None:
     session, out = session_copy
     pos: dict[str, Any] = {}
 
@@ -130,6 +135,14 @@ def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, P
     ex = {r["frame_id"]: r for r in recs if r.get("status") == "excluded"}
     assert ex["000005"]["reason"] == "exclusion-zone" and "lat" not in ex["000005"]  # place not logged
     assert ex["000002"]["reason"] == "no-position"
+    # The frames left out stay in the carry neighbourhood: what was seen in them is blurred in the
+    # published frames next to them (000001, 000003, 000004, 000006) exactly as in a run that
+    # left nothing out, so every published image equals the oracle's.
+    oracle = _images(serial_publication)
+    assert _images(sdir) == {k: v for k, v in oracle.items() if k not in ("000002.jpg", "000005.jpg")}
+    for r in ex.values():
+        assert not {"lat", "lon", "heading"} & set(r)
+        assert r["context_detection"] == "ok"  # detected, never published: its boxes reached its neighbours
     assert recs[-1]["counts"]["excluded_zone"] == 1 and recs[-1]["counts"]["excluded_no_position"] == 1
     # The run record names the zone files that decided it, by hash.
     run = recs[0]
@@ -153,6 +166,39 @@ def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, P
 
     assert not Image.open(sdir / "images" / "000002.jpg").getexif().get_ifd(0x8825)  # no GPS in EXIF
     assert Image.open(sdir / "images" / "000003.jpg").getexif().get_ifd(0x8825)
+    assert verify_tree(out).ok
+
+
+def test_deleted_raw_frame_is_carry_context_never_a_failure(session_copy: tuple[Path, Path],
+                                                             serial_publication: Path) -> None:
+    """A frame whose raw file was deleted on purpose (find --delete, deletions.jsonl) cannot be
+    detected: it is left out (raw-deleted), never read, never failed, and its detections kept
+    from before still reach its neighbours."""
+    from capture.session import SessionReader, delete_frames
+
+    session, out = session_copy
+    rec = next(r for r in SessionReader(session).frames() if r.frame_id == "000004")
+    delete_frames(session, [rec], reason="request", ref="CASE-1")
+    s = _run(session, out, _cfg())
+    oc = s.sessions[0]
+    assert (oc.published, oc.failed, oc.excluded) == (JOB_FRAMES - 1, 0, {"raw-deleted": 1})
+    sdir = out / session.name
+    oracle = _images(serial_publication)
+    assert _images(sdir) == {k: v for k, v in oracle.items() if k != "000004.jpg"}  # 000003, 000005 as before
+    recs = audit.read_records(sdir / "audit.jsonl")
+    (x,) = [r for r in recs if r.get("frame_id") == "000004"]
+    assert x["status"] == "excluded" and x["reason"] == "raw-deleted" and x["context_detection"] == "ok"
+    assert "lat" not in x and recs[-1]["counts"]["excluded_deleted"] == 1
+    assert verify_tree(out).ok
+
+    # Without the work cache nothing is kept of its detections: "unavailable", still not a
+    # failure (the file is not even opened), and the rest is published.
+    shutil.rmtree(out / ".work")
+    s = _run(session, out, _cfg())
+    oc = s.sessions[0]
+    assert (oc.published, oc.failed, oc.failures) == (JOB_FRAMES - 1, 0, [])
+    x = [r for r in audit.read_records(sdir / "audit.jsonl") if r.get("frame_id") == "000004"][-1]
+    assert x["context_detection"] == "unavailable"
     assert verify_tree(out).ok
 
 

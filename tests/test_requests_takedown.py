@@ -45,8 +45,12 @@ def test_remove_takes_image_and_feature_down_for_good(tree: tuple[Path, Path, Pa
     last = [x for x in _chain(sdir) if x["type"] == "frame" and x["frame_id"] == fid][-1]
     assert last["status"] == "excluded" and last["reason"] == "removed-by-request" and "lat" not in last
     _verify_ok(pub)
+    others = _manifest_images(sdir)
     _nightly_rerun(raw, pub)  # the next run leaves it out too
     assert not (sdir / "images" / f"{fid}.jpg").exists() and fid not in _features(sdir)
+    # ... but keeps it in the carry neighbourhood: its neighbours (000005, 000007) are not
+    # re-rendered without the boxes found in it.
+    assert _manifest_images(sdir) == others
     _verify_ok(pub)
 
 
