@@ -13,7 +13,8 @@
   e.g. ``--variant int8=STREETVEIL_REDACT__DETECTOR__PRECISION=int8``.
 - Both are pinned to the same ``--threads`` CPUs with ``taskset`` and OMP_NUM_THREADS; runs
   alternate between the tools so background load hits both alike. Wall time of the whole
-  command (start-up and model loading included) over all frames; the median of the repeats.
+  command (start-up and model loading included) over all frames; the median and the best of
+  the repeats (on a shared machine the best run is the least disturbed one).
 """
 
 from __future__ import annotations
@@ -114,12 +115,15 @@ def main() -> int:
     base = statistics.median(times["deface"])
     print(f"{n} frames 1920x1080, {args.threads} threads, {args.repeats} repeats (median wall time, start-up included)")
     print(f"machine: {platform.processor() or platform.machine()}, load average before: {os.getloadavg()[0]:.2f}")
-    print(f"{'tool':<28} {'seconds':>8} {'frames/s':>9} {'vs deface':>10}")
+    best = min(times["deface"])
+    print("(a shared machine: the fastest run, the least disturbed, is shown beside the median)")
+    print(f"{'tool':<28} {'median s':>9} {'frames/s':>9} {'vs deface':>10} {'best s':>8} {'frames/s':>9} {'vs deface':>10}")
     result = {"frames": n, "threads": args.threads, "repeats": args.repeats, "tools": {}}
     for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:<28} {med:>8.2f} {n / med:>9.2f} {base / med:>9.2f}x")
-        result["tools"][name] = {"seconds": ts, "median_s": med, "fps": n / med, "ratio_vs_deface": base / med}
+        med, lo = statistics.median(ts), min(ts)
+        print(f"{name:<28} {med:>9.2f} {n / med:>9.2f} {base / med:>9.2f}x {lo:>8.2f} {n / lo:>9.2f} {best / lo:>9.2f}x")
+        result["tools"][name] = {"seconds": ts, "median_s": med, "fps": n / med, "ratio_vs_deface": base / med,
+                                 "best_s": lo, "best_ratio_vs_deface": best / lo}
     print(json.dumps(result))
     return 0
 

@@ -165,3 +165,25 @@ def test_redactor_pickles_as_config_and_threads(redactor: Redactor, group_jpeg: 
 
 def test_panorama_detection_rule() -> None:
     assert is_panorama(5760, 2880) and not is_panorama(1920, 1080) and not is_panorama(0, 0)
+
+
+def test_batch_output_is_the_same_with_concurrent_workers(shared: Path, tmp_path: Path) -> None:
+    from redact.batch import collect_inputs, redact_files, thread_layout
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in sorted((shared / "faces-group-photos" / "images").glob("*.jpg"))[:4]:
+        (src / n.name).write_bytes(n.read_bytes())
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    jobs = collect_inputs([src])
+    r = Redactor(RedactConfig(), threads=1)
+    outs = {}
+    for workers in (1, 3):
+        summary, records = redact_files(r, jobs, tmp_path / f"out{workers}", workers=workers)
+        assert (summary.images, summary.failed) == (5, 1)
+        assert [rec["image"] for rec in records] == [j.rel for j in jobs]
+        outs[workers] = {p.name: p.read_bytes() for p in (tmp_path / f"out{workers}" / "in").iterdir()}
+    assert outs[1] == outs[3] and len(outs[1]) == 4 and "broken.jpg" not in outs[1]
+    assert thread_layout(0, "onnxruntime", "cpu", 4) == (1, 4)
+    assert thread_layout(3, "onnxruntime", "cpu", None) == (1, 3)
+    assert thread_layout(0, "torch", "cuda", 8) == (8, 1)

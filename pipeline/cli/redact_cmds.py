@@ -88,7 +88,7 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
     )
 
     from pipeline.errors import ItemsFailed
-    from redact.batch import collect_inputs, redact_files, write_report
+    from redact.batch import collect_inputs, redact_files, thread_layout, write_report
     from redact.engine import Redactor
 
     sessions = [p for p in inputs if _is_session(p)]
@@ -109,7 +109,8 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
     if not jobs:
         raise click.UsageError("no images found in the inputs (" + ", ".join(sorted(
             ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp"])) + ")")
-    redactor = Redactor(cfg, threads=threads)
+    per_inference, workers = thread_layout(cfg.detector.threads, cfg.detector.runtime, cfg.detector.device, threads)
+    redactor = Redactor(cfg, threads=per_inference)
     err = Console(stderr=True)
     names = ", ".join(f"{d['name']} ({'+'.join(d['classes'])})" for d in redactor.info["detectors"])
     err.print(f"detectors: {names}", highlight=False)
@@ -117,7 +118,8 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
     columns = (TextColumn("redacting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("redact", total=len(jobs))
-        summary, records = redact_files(redactor, jobs, out_dir, on_done=lambda _r: progress.advance(task))
+        summary, records = redact_files(redactor, jobs, out_dir, on_done=lambda _r: progress.advance(task),
+                                        workers=workers)
     if report is not None:
         write_report(report, records)
     click.echo(
