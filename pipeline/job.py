@@ -12,6 +12,7 @@ byte.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import platform
@@ -424,9 +425,27 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
         results: dict[int, list[FrameResult]] = {si: [] for si in range(len(plans))}
 
         def publish(si: int, res: list[FrameResult]) -> SessionOutcome:
-            plan = plans[si][0]
-            return _publish(out, plan, res, run_rec, notice, excluded_at,
-                            context=_context(plan, det[si], done=[o.session_id for o in outcomes]))
+            plan, ctx = plans[si]
+            done = [o.session_id for o in outcomes]
+
+            def rerender(frames: Sequence[FrameRecord],
+                         boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]]) -> list[FrameResult]:
+                # Frames a request changed during the run, with the same neighbourhood and
+                # detections, and the request boxes read under the publish lock.
+                c = dataclasses.replace(ctx, extra_boxes={**ctx.extra_boxes, **boxes})
+                hs = []
+                for rec in frames:
+                    ids, need = plan.frame_window(rec.frame_id, carry.frames)
+                    for j in need:
+                        if j not in det[si]:
+                            det[si][j] = executor.submit(detect_batch, ctx, plan.batch_frames(j),
+                                                         key=f"detect-{plan.session_id}-{j}-{run_id}", priority=10)
+                    hs.append(executor.submit(render_batch, c, (rec,), ids, *[det[si][j] for j in need],
+                                              key=f"rerender-{plan.session_id}-{rec.frame_id}-{run_id}", priority=10))
+                return [r for h in hs for r in _result(h, done=done)]
+
+            return _publish(out, plan, res, run_rec, notice, p.config_zones,
+                            context=_context(plan, det[si], done=done), rerender=rerender)
 
         for si, n in pending.items():
             if n == 0:
@@ -530,24 +549,78 @@ def _frame_record(rec: FrameRecord, **kw: Any) -> dict[str, Any]:
             "raw_sha256": rec.sha256, **kw}
 
 
+# Re-renders frames of one session with new request boxes while the publish lock is held:
+# (frames, {frame id: boxes}) -> their results.
+Rerender = Callable[[Sequence[FrameRecord], Mapping[str, tuple[tuple[float, float, float, float, int], ...]]],
+                    list[FrameResult]]
+
+
 def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec: dict[str, Any],
-             notice: NoticeConfig, excluded_at: Callable[[float, float], bool] | None, *,
-             context: Mapping[str, str] | None = None) -> SessionOutcome:
-    """Build and swap in the session's new published version with its audit records."""
+             notice: NoticeConfig, config_zones: Callable[[float, float], bool] | None, *,
+             context: Mapping[str, str] | None = None, rerender: Rerender | None = None) -> SessionOutcome:
+    """Build and swap in the session's new version with its audit records.
+
+    What to publish was decided at planning, before the session's lock was taken; a request
+    applied since (``streetveil request apply`` publishes through the same lock) must not be
+    undone. So, under the lock, the request state is read again from the session's chain and
+    the request zones file, and a frame planned for publication is left out when a request
+    removed it or a requested zone now covers it, and re-rendered with its new blur boxes
+    (``rerender``); a frame that cannot be re-rendered is not published by this run (failed,
+    with the reason), and the next run completes it.
+    """
+    from pipeline.plan import exclusion
+    from pipeline.requests import either_zone, read_request_zones
+    from pipeline.verify import audited_outputs
+
     sid = plan.session_id
     by_id = {r.frame_id: r for r in results}
     oc = SessionOutcome(session_id=sid, source=plan.source.url, frames=len(plan.frames))
     method = run_rec["detectors"].get("method")
     work = out.child(f"{WORK_DIR}/{sid}")
     with PublishTxn.open(out, sid) as txn:
-        from pipeline.verify import audited_outputs
-
-        known = audited_outputs(txn.records())
-        records: list[dict[str, Any]] = [{**run_rec, "session_id": sid, "source": plan.source.url,
-                                           "session_notice_version": plan.doc.get("notice_version")}]
+        chain = txn.records()
+        known = audited_outputs(chain)
+        overrides = overrides_from(chain)
+        req_zones, req_sha = read_request_zones(out)
+        excluded_at = either_zone(config_zones, req_zones)
+        session_run = {**run_rec, "session_id": sid, "source": plan.source.url,
+                       "session_notice_version": plan.doc.get("notice_version"),
+                       "request_zones_sha256": req_sha}  # the zones this publication obeys
+        records: list[dict[str, Any]] = [session_run]
+        late_out: list[tuple[FrameRecord, str]] = []
+        stale: list[FrameRecord] = []
         for rec in plan.included:
+            ov = overrides.get(rec.frame_id)
+            why = exclusion(rec, ov, excluded_at)
+            if why is not None:
+                late_out.append((rec, why))
+            elif (ov.boxes if ov else ()) != tuple(plan.extra_boxes.get(rec.frame_id, ())):
+                stale.append(rec)
+        late_note = "a request changed this frame while the run was rendering it"
+        if stale:
+            fresh = {r.frame_id: overrides[r.frame_id].boxes for r in stale}
+            if rerender is not None:
+                for res in rerender(stale, fresh):
+                    by_id[res.frame_id] = res
+            else:
+                for r in stale:
+                    by_id[r.frame_id] = FrameResult(frame_id=r.frame_id, key=by_id[r.frame_id].key, status="failed",
+                                                    error=f"{late_note} (new blur boxes); not published by this "
+                                                          "run, the next run renders it with them")
+            for r in stale:
+                res = by_id[r.frame_id]
+                if res.status != "ok":
+                    by_id[r.frame_id] = FrameResult(frame_id=r.frame_id, key=res.key, status="failed",
+                                                    error=f"{late_note}; re-rendering it with the new blur boxes "
+                                                          f"failed ({res.error}); the next run retries")
+        late_ids = {r.frame_id for r, _ in late_out}
+        stale_ids = {r.frame_id for r in stale}
+        for rec in plan.included:
+            if rec.frame_id in late_ids:
+                continue
             res = by_id[rec.frame_id]
             where = {} if rec.lat is None else {"lat": rec.lat, "lon": rec.lon, "heading": rec.heading}
+            late = {"note": f"{late_note}: re-rendered at publication"} if rec.frame_id in stale_ids else {}
             if res.status == "ok" and res.image and res.sha256:
                 feature = frame_feature(rec, session_id=sid, image=image_path(rec.frame_id), sha256=res.sha256,
                                         faces=res.faces, plates=res.plates, width=res.width, height=res.height)
@@ -568,13 +641,20 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             oc.skipped += int(res.cached)
             oc.faces += res.faces
             oc.plates += res.plates
-            if res.sha256 in known:
+            if res.sha256 in known and not late:
                 continue  # already in the chain from an earlier publication
             records.append(_frame_record(
                 rec, **where, status="ok", error=None, output_sha256=res.sha256, output_size=res.size,
                 image=image_path(rec.frame_id), faces=res.faces, plates=res.plates,
                 faces_carried=res.faces_carried, plates_carried=res.plates_carried, request_boxes=res.extra,
-                method=method, cached=res.cached))
+                method=method, cached=res.cached, **late))
+        for rec, why in late_out:
+            oc.excluded[why] = oc.excluded.get(why, 0) + 1
+            done_res = by_id[rec.frame_id]
+            records.append(_frame_record(rec, status="excluded", reason=why,
+                                         context_detection="ok" if done_res.status == "ok"
+                                         else f"failed: {done_res.error}",
+                                         note=f"{late_note}: left out at publication"))
         for rec, why in plan.excluded:
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
             # No position for any frame left out: the log would otherwise map the very places

@@ -211,3 +211,116 @@ def test_blur_without_any_raw_session(tree: tuple[Path, Path, Path], tmp_path: P
     card = page[page.index('id="f-000002"'):].split("</article>")[0]
     assert "request" in card.split('data-flags="')[1].split('"')[0].split()
     assert '<rect class="box request request" x="0" y="0" width="64" height="48">' in card
+
+
+# ---------------------------------------------------------------------------- a request during a nightly run
+
+
+def test_requests_applied_while_the_job_renders_are_not_undone(tree: tuple[Path, Path, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job plans and renders before it takes the session's publish lock; requests applied in
+    between (blur, takedown, zone) must hold in what it publishes."""
+    from capture.geodesy import offset_m
+    from pipeline import job
+    from pipeline.config import NightlyConfig, load_config
+    from pipeline.requests import ApplyOptions, RequestSpec, add_request, apply_requests
+
+    pub, sdir, raw = tree
+    cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={})
+    blur_fid, gone_fid, zone_fid, box = "000003", "000006", "000004", (400, 96, 592, 240)
+    lon, lat = _features(sdir)[zone_fid]["geometry"]["coordinates"]
+    s, w = offset_m(lat, lon, -1.5, -1.5)
+    n, e = offset_m(lat, lon, 1.5, 1.5)
+    zone = {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    before = _manifest_images(sdir)
+    seen: dict[str, str] = {}
+    publish = job._publish
+
+    def requests_then_publish(*args, **kw):  # type: ignore[no-untyped-def]
+        # Every frame is planned and rendered; the session lock is not taken yet.
+        sid = sdir.name
+        add_request(sdir, RequestSpec(action="blur", reason="late blur", session_id=sid, frame_id=blur_fid,
+                                      boxes=(box,)))
+        add_request(sdir, RequestSpec(action="remove", reason="late takedown", session_id=sid, frame_id=gone_fid))
+        add_request(pub, RequestSpec(action="zone", reason="late zone", zone=zone))
+        rep = apply_requests(pub, ApplyOptions(config=cfg, config_path=NIGHTLY, sessions_root=raw.parent))
+        assert not rep.rejected, rep
+        seen["blurred"] = _manifest_images(sdir)[f"images/{blur_fid}.jpg"]
+        assert seen["blurred"] != before[f"images/{blur_fid}.jpg"]
+        assert f"images/{gone_fid}.jpg" not in _manifest_images(sdir)
+        return publish(*args, **kw)
+
+    monkeypatch.setattr(job, "_publish", requests_then_publish)
+    summary = job.run_serial(job.JobOptions(sessions=(str(raw),), out=str(pub), config=cfg, config_path=NIGHTLY,
+                                            progress=False, threads=1))
+    oc = summary.sessions[0]
+    assert (oc.failed, oc.excluded) == (0, {"removed-by-request": 1, "exclusion-zone": 1})
+    images = _manifest_images(sdir)
+    assert images[f"images/{blur_fid}.jpg"] == seen["blurred"]  # re-rendered with the box, not the stale render
+    assert f"images/{gone_fid}.jpg" not in images and gone_fid not in _features(sdir)
+    assert f"images/{zone_fid}.jpg" not in images and zone_fid not in _features(sdir)
+    assert {k: v for k, v in images.items() if blur_fid not in k} == \
+        {k: v for k, v in before.items() if not any(f in k for f in (blur_fid, gone_fid, zone_fid))}
+    chain = _chain(sdir)
+    job_recs = chain[max(i for i, x in enumerate(chain) if x["type"] == "run"):]
+    (blurred,) = [x for x in job_recs if x.get("frame_id") == blur_fid]
+    assert blurred["status"] == "ok" and blurred["output_sha256"] == seen["blurred"]
+    assert blurred["request_boxes"] == 1 and "re-rendered at publication" in blurred["note"]
+    late = {x["frame_id"]: x for x in job_recs if x.get("status") == "excluded" and "note" in x}
+    assert late[gone_fid]["reason"] == "removed-by-request" and late[zone_fid]["reason"] == "exclusion-zone"
+    assert not any("lat" in x for x in late.values())
+    zsha = hashlib.sha256((pub / ".governance" / "exclusion-zones.geojson").read_bytes()).hexdigest()
+    assert job_recs[0]["request_zones_sha256"] == zsha  # the zones the publication obeyed
+    _verify_ok(pub)
+    # The next run has nothing left to change.
+    monkeypatch.setattr(job, "_publish", publish)
+    _nightly_rerun(raw, pub)
+    assert _manifest_images(sdir) == images
+
+
+def test_a_late_blur_that_cannot_be_rendered_fails_closed(tree: tuple[Path, Path, Path],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the frame a request blurred during the run cannot be re-rendered under the lock, this
+    run does not publish it (never the stale render); the next run completes it."""
+    from pipeline import job
+    from pipeline.config import NightlyConfig, load_config
+    from pipeline.requests import ApplyOptions, RequestSpec, add_request, apply_requests
+
+    pub, sdir, raw = tree
+    cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={})
+    fid, box = "000003", (400, 96, 592, 240)
+    raw_file = raw / "frames" / f"{fid}.jpg"
+    good = raw_file.read_bytes()
+    publish = job._publish
+
+    def blur_then_publish(*args, **kw):  # type: ignore[no-untyped-def]
+        add_request(sdir, RequestSpec(action="blur", reason="late blur", session_id=sdir.name, frame_id=fid,
+                                      boxes=(box,)))
+        assert not apply_requests(pub, ApplyOptions(config=cfg, sessions_root=raw.parent)).rejected
+        # The raw frame goes bad and the request's re-rendered result is gone from the work
+        # cache (the job's own, stale render of the frame stays there).
+        raw_file.write_bytes(good[:5000])
+        blurred = _manifest_images(sdir)[f"images/{fid}.jpg"]
+        gone = [p for p in (pub / ".work" / sdir.name / "out").glob(f"{fid}-*.json")
+                if json.loads(p.read_bytes())["sha256"] == blurred]
+        assert len(gone) == 1
+        gone[0].unlink()
+        gone[0].with_suffix(".jpg").unlink()
+        return publish(*args, **kw)
+
+    monkeypatch.setattr(job, "_publish", blur_then_publish)
+    summary = job.run_serial(job.JobOptions(sessions=(str(raw),), out=str(pub), config=cfg, progress=False,
+                                            threads=1))
+    oc = summary.sessions[0]
+    assert oc.failed == 1 and oc.failures[0][0] == fid
+    assert "a request changed this frame while the run was rendering it" in oc.failures[0][1]
+    assert "verify:" in oc.failures[0][1]
+    assert f"images/{fid}.jpg" not in _manifest_images(sdir)  # not the stale, unblurred render
+    last = [x for x in _chain(sdir) if x.get("frame_id") == fid][-1]
+    assert last["status"] == "failed" and "the next run retries" in last["error"]
+    _verify_ok(pub)
+    monkeypatch.setattr(job, "_publish", publish)
+    raw_file.write_bytes(good)
+    _nightly_rerun(raw, pub)  # completes it, with the request's blur
+    blurred = [x for x in _chain(sdir) if x["type"] == "request-outcome" and x.get("new_sha256")][-1]["new_sha256"]
+    assert _manifest_images(sdir)[f"images/{fid}.jpg"] == blurred
