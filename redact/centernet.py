@@ -148,8 +148,12 @@ class CenterNetDetector:
         name: str,
         version: str,
         weights_sha256: str,
+        refine_net: NetFn | None = None,
     ) -> None:
         self.net = net
+        # The close-ups may run on a more exact net (fp32 beside an int8 whole-frame pass):
+        # they are few and decide the uncertain cases.
+        self.refine_net = refine_net or net
         self.heads = heads
         self.params = params
         self.name = name
@@ -165,7 +169,8 @@ class CenterNetDetector:
         from dataclasses import replace
 
         return CenterNetDetector(self.net, self.heads, replace(self.params, wrap=True), name=self.name,
-                                 version=self.version, weights_sha256=self.weights_sha256)
+                                 version=self.version, weights_sha256=self.weights_sha256,
+                                 refine_net=self.refine_net)
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         h, w = rgb.shape[:2]
@@ -249,7 +254,7 @@ class CenterNetDetector:
             crop = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             batch[k] = crop.transpose(2, 0, 1)
             affine.append((f, cx, cy))
-        heat, scale, offset = self.net(batch)[hd.name]
+        heat, scale, offset = self.refine_net(batch)[hd.name]
         new_xyxy, new_score = xyxy.copy(), score.copy()
         half = np.float32(n / 2)
         for k, i in enumerate(idx):

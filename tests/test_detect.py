@@ -268,7 +268,7 @@ def test_int8_model_finds_faces_and_refuses_copies_of_other_weights(group: tuple
 
     labels, d = group
     det = build_centerface(DetectorSection(precision="int8", face_threshold=0.25), threads=1, wrap=False)
-    assert det.version.endswith("-int8")
+    assert det.version.endswith("-int8+fp32-refine")
     name = sorted(labels)[0]
     assert _recall(det(_rgb(d / name)), labels[name]) >= 0.85
     stale = onnx.load(str(CENTERFACE_INT8))
