@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from capture.errors import CaptureError
 from capture.types import FrameRecord, format_time
-from pipeline import audit
+from pipeline import audit, qadata
 from pipeline.config import NightlyConfig, NoticeConfig, config_hash, load_config
 from pipeline.errors import ItemsFailed, PipelineError
 from pipeline.geojson import dumps, frame_feature, track_feature
@@ -624,11 +624,14 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             if res.status == "ok" and res.image and res.sha256:
                 feature = frame_feature(rec, session_id=sid, image=image_path(rec.frame_id), sha256=res.sha256,
                                         faces=res.faces, plates=res.plates, width=res.width, height=res.height)
+                qa = qadata.entry(rec.frame_id, image_sha256=res.sha256, width=res.width, height=res.height,
+                                  detect_key=res.det_key, boxes=res.boxes)
                 try:
                     if work.local is not None:
-                        txn.put_image(rec.frame_id, feature, source=work.local / res.image, sha256=res.sha256)
+                        txn.put_image(rec.frame_id, feature, source=work.local / res.image, sha256=res.sha256, qa=qa)
                     else:
-                        txn.put_image(rec.frame_id, feature, data=work.read_bytes(res.image), sha256=res.sha256)
+                        txn.put_image(rec.frame_id, feature, data=work.read_bytes(res.image), sha256=res.sha256,
+                                      qa=qa)
                 except (PublishError, OSError) as e:
                     res = FrameResult(frame_id=rec.frame_id, key=res.key, status="failed",
                                       error=f"publish: {e}")

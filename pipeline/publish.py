@@ -8,6 +8,9 @@ Layout (docs/publish-format.md)::
                              manifest.json  sha256 + size of every file above
                              audit.jsonl    the session's hash chain (all runs and edits)
     PUBLISH_DIR/.work/       per-frame results of the job (cache; safe to delete)
+    PUBLISH_DIR/.qa/<session-id>/detections-<sha>.jsonl
+                             boxes and scores of the published frames for QA (pipeline.qadata;
+                             not published, not a cache: named with its sha256 by the chain)
     PUBLISH_DIR/.staging/    sessions being built; PUBLISH_DIR/.locks/ one lock per session
 
 A transaction builds the complete new version of a session in ``.staging/`` (the images are
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from capture.fsutil import atomic_write_bytes, fsync_dir
-from pipeline import audit
+from pipeline import audit, qadata
 from pipeline.errors import PipelineError
 from pipeline.geojson import dumps, feature_collection
 from pipeline.manifest import MANIFEST, build_manifest, sha256_file
@@ -137,6 +140,9 @@ class PublishTxn:
         self._lock_fd = lock_fd
         self._known: dict[str, tuple[str, int]] = {}
         self.features: dict[str, dict[str, Any]] = {}
+        # QA detections of the frames (pipeline.qadata); None: this version keeps none (an edit
+        # of a publication from before they were kept, or whose file is gone).
+        self.qa: dict[str, dict[str, Any]] | None = {}
         self.committed: Committed | None = None
 
     # -- life cycle
@@ -204,6 +210,11 @@ class PublishTxn:
         if keep_published and (self.staging / FRAMES_GEOJSON).exists():
             fc = json.loads((self.staging / FRAMES_GEOJSON).read_bytes())
             self.features = {f["properties"]["frame_id"]: f for f in fc["features"]}
+        if keep_published:
+            ref = qadata.named(self.records())
+            self.qa, why = qadata.read(self.out.read_bytes, ref) if ref else (None, None)
+            if why:
+                log.warning("%s: %s; this version keeps no QA detections", sid, why)
 
     # -- reading the state this transaction starts from
 
@@ -225,10 +236,13 @@ class PublishTxn:
         self._known[rel] = (hashlib.sha256(data).hexdigest(), len(data))
 
     def put_image(self, frame_id: str, feature: Mapping[str, Any], *, data: bytes | None = None,
-                  source: Path | None = None, sha256: str | None = None) -> None:
+                  source: Path | None = None, sha256: str | None = None,
+                  qa: Mapping[str, Any] | None = None) -> None:
         """Stage ``images/<frame_id>.jpg`` (from bytes, or a hard link to a local file) and its
         GeoJSON feature. With ``sha256`` the staged file must hash to it, else PublishError
-        (a work file damaged after it was written is never published)."""
+        (a work file damaged after it was written is never published). ``qa``: the frame's QA
+        detections entry (``pipeline.qadata.entry``); without it an entry the frame had is kept
+        (its boxes still hold for an image edited only inside a request box)."""
         rel = image_path(frame_id)
         target = self.staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -249,15 +263,21 @@ class PublishTxn:
             raise PublishError(f"{frame_id}: work image hashes to {got[:12]}, expected {sha256[:12]}")
         self._known[rel] = (got, size)
         self.features[frame_id] = dict(feature)
+        if self.qa is not None:
+            base = qa if qa is not None else self.qa.get(frame_id)
+            if base is not None:
+                self.qa[frame_id] = {**base, "image_sha256": got}
 
     def remove_frame(self, frame_id: str) -> bool:
-        """Drop a frame's image and feature; True if it was there."""
+        """Drop a frame's image, feature and QA detections; True if it was there."""
         rel = image_path(frame_id)
         had = frame_id in self.features or (self.staging / rel).exists()
         with contextlib.suppress(FileNotFoundError):
             (self.staging / rel).unlink()
         self._known.pop(rel, None)
         self.features.pop(frame_id, None)
+        if self.qa is not None:
+            self.qa.pop(frame_id, None)
         return had
 
     def image_ids(self) -> list[str]:
@@ -280,7 +300,7 @@ class PublishTxn:
         files = json.loads(man)["files"]
         closing = {"type": "publish", "time": audit.now_utc(), "session_id": self.session_id,
                    "manifest_sha256": man_sha, "files": len(files), "images": len(self.features),
-                   **(publish or {})}
+                   qadata.RECORD_KEY: self._write_qa(), **(publish or {})}
         for p in st.rglob("*"):  # durability before the swap makes it visible
             if p.is_file():
                 with open(p, "rb") as f:
@@ -291,6 +311,7 @@ class PublishTxn:
             swap_into_place(st, local / self.session_id)
         else:
             self._upload(files)
+        self._prune_qa(closing[qadata.RECORD_KEY])
         index_rec = {"type": "session-published", "time": audit.now_utc(), "session_id": self.session_id,
                      "audit_head": state.head, "audit_seq": state.seq - 1, "manifest_sha256": man_sha,
                      "images": len(self.features), **(index or {})}
@@ -298,6 +319,27 @@ class PublishTxn:
         self.committed = Committed(self.session_id, man_sha, state.head, state.seq - 1, len(self.features))
         log.info("published %s: %d images", self.session_id, len(self.features))
         return self.committed
+
+    def _write_qa(self) -> dict[str, Any] | None:
+        """Write the QA detections of the published frames (before the chain names them) and
+        return what the publish record says about them."""
+        if self.qa is None:
+            return None
+        order = [f["properties"]["frame_id"] for f in feature_collection(self.features.values())["features"]]
+        data = qadata.encode((e for fid, e in self.qa.items() if fid in self.features), order)
+        sha = hashlib.sha256(data).hexdigest()
+        rel = qadata.file_rel(self.session_id, sha)
+        self.out.write_bytes(rel, data)
+        return {"file": rel, "sha256": sha, "frames": data.count(b"\n")}
+
+    def _prune_qa(self, ref: Mapping[str, Any] | None) -> None:
+        """Remove the session's QA files the new publish record does not name (old versions,
+        leftovers of a crash): they may hold boxes of frames no longer published."""
+        keep = Path(str(ref["file"])).name if ref else None
+        folder = f"{qadata.QA_DIR}/{self.session_id}"
+        for name in self.out.listdir(folder):
+            if name != keep:
+                self.out.remove(f"{folder}/{name}")
 
     def _upload(self, files: Mapping[str, Any]) -> None:
         sid = self.session_id

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from capture.fsutil import atomic_write_bytes
-from pipeline import audit
+from pipeline import audit, qadata
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.geojson import dumps
 from pipeline.manifest import MANIFEST
@@ -670,7 +670,11 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
             data = new if new is not None else Path(str(source)).read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             props = dict(feat["properties"], sha256=sha)
-            txn.put_image(fid, {**feat, "properties": props}, data=data, sha256=sha)
+            # Re-rendered from raw: its QA detections as rendered; spliced: the frame's entry
+            # stands (only the request box changed, and request boxes are in the chain).
+            qa = None if source is None or res is None else qadata.entry(
+                fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key, boxes=res.boxes)
+            txn.put_image(fid, {**feat, "properties": props}, data=data, sha256=sha, qa=qa)
             prev = latest.get(fid)
             carried = {k: prev[k] for k in ("lat", "lon", "heading", "faces", "plates", "faces_carried",
                                             "plates_carried") if prev and k in prev}

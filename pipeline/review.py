@@ -6,12 +6,14 @@ publication: the track as SVG with a point per frame, a thumbnail of every *publ
 with its redaction areas outlined, filters and counts.
 
 What it reads, and only that: the session's published files (images, frames.geojson,
-track.geojson, manifest), its audit chain, and the job's per-frame detections in
-``PUBLISH_DIR/.work/<session>/det/`` (boxes and scores; the audit chain holds counts only).
-Never the raw session: the thumbnails are downscaled from the published JPEGs, so the page
-cannot show an unredacted pixel. The work area is a cache; where a frame's detections are gone
-from it the sheet says so (its image and counts are still shown; the counts come from the
-audit chain).
+track.geojson, manifest), its audit chain, and the boxes and scores of the published frames
+(the audit chain holds counts only): first from the QA detections file the last ``publish``
+record names (``PUBLISH_DIR/.qa/<session>/``, ``pipeline.qadata``: durable, checked by ``audit
+verify``), else, for publications from before it existed, from the job's work cache
+``PUBLISH_DIR/.work/<session>/det/`` (carry recomputed). Never the raw session: the thumbnails
+are downscaled from the published JPEGs, so the page cannot show an unredacted pixel. Where a
+frame's detections are in neither, the sheet says so (its image and counts are still shown;
+the counts come from the audit chain).
 
 Definitions (docs/governance.md):
 
@@ -43,13 +45,13 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from pipeline import audit
+from pipeline import audit, qadata
 from pipeline.errors import PipelineError
 from pipeline.manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = ("face", "plate")
+CLASS_NAMES = qadata.CLASS_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ class FrameView:
     faces: int = 0
     plates: int = 0
     boxes: list[BoxView] = field(default_factory=list)
-    own: int | None = None  # own detections; None when the work cache no longer has them
+    own: int | None = None  # own detections; None when no detection data is left
     low_conf: bool = False
     busy_empty: bool = False
     edited: bool = False
@@ -221,6 +223,16 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         if fid not in latest:
             order.append({"frame_id": fid, "capture_time": f["properties"]["time"], "status": "ok"})
     order.sort(key=lambda r: (str(r.get("capture_time")), r["frame_id"]))
+    # Boxes and scores: the publication's QA detections (for the very image published), else
+    # the work cache.
+    stored: dict[str, dict[str, Any]] = {}
+    ref = qadata.named(records)
+    if ref is not None:
+        entries, why = qadata.read(lambda rel: (publish_dir / rel).read_bytes(), ref)
+        if entries is None:
+            log.warning("%s; boxes from the work cache where it still has them", why)
+        stored = {fid: e for fid, e in (entries or {}).items()
+                  if fid in feats and e.get("image_sha256") == feats[fid]["properties"].get("sha256")}
     dets = {r["frame_id"]: _det_cache(publish_dir, sid, r["frame_id"], r.get("raw_sha256"), run) for r in order}
     tc = run.get("temporal_carry") or {}
     k, expand = int(tc.get("frames", 0) or 0), float(tc.get("expand", 1.25) or 1.25)
@@ -247,11 +259,22 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         ov = overrides.get(fid)
         fv.edited = bool(ov and ov.boxes) or "request_id" in (latest.get(fid) or {})
         own = dets.get(fid)
-        if own is not None:
+        entry = stored.get(fid)
+        if entry is not None:
+            fv.own = sum(not d.get("carried") for d in entry["detections"])
+            oxy, osc, ocl = arrays(dict(zip(("xyxy", "score", "cls"), qadata.own_detections(entry), strict=True)))
+            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.low_margin)
+            for kind in ("detected", "carried"):
+                ds = [d for d in entry["detections"] if bool(d.get("carried")) == (kind == "carried")]
+                xy = np.array([d["box"] for d in ds], np.float32).reshape(-1, 4)
+                cl = np.array([CLASS_NAMES.index(d["class"]) for d in ds], np.uint8)
+                for b, d in zip(redaction_boxes(xy, cl, params, w, h), ds, strict=True):
+                    fv.boxes.append(_box(b, str(d["class"]), kind, float(d["score"])))
+        elif own is not None:
             oxy, osc, ocl = arrays(own)
             fv.own = len(osc)
             fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.low_margin)
-            neigh = [dets[order[j]["frame_id"]] for j in neighbour_order(i, len(order), k)]
+            neigh = [dets.get(order[j]["frame_id"]) for j in neighbour_order(i, len(order), k)]
             cxy, csc, ccl = carry_boxes(oxy, ocl, [arrays(d) for d in neigh if d is not None], expand=expand,
                                         width=w, height=h)
             for kind, xy, sc, cl in (("detected", oxy, osc, ocl), ("carried", cxy, csc, ccl)):
@@ -365,7 +388,7 @@ def _overlay(f: FrameView) -> str:
 
 
 _FLAG_TEXT = {"lowconf": "low confidence", "busy": "no detections, busy area", "request": "edited by request",
-              "nodata": "detections not in work cache"}
+              "nodata": "no detection data"}
 
 
 def _card(f: FrameView, rv: SessionReview) -> str:

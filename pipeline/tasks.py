@@ -145,17 +145,24 @@ class FrameResult:
     extra: int = 0  # boxes added by requests
     width: int | None = None
     height: int | None = None
+    # What was redacted, for QA (pipeline.qadata): (x1, y1, x2, y2, class, score, carried 0/1),
+    # own detections first, then the carried boxes; and the key of the frame's own detections.
+    boxes: tuple[tuple[float, float, float, float, int, float, int], ...] = ()
+    det_key: str = ""
     detected_cached: bool = False
     cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__ if k not in ("cached", "detected_cached")}
+        d["boxes"] = [list(b) for b in self.boxes]
         d["v"] = WORK_VERSION
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FrameResult:
         keys = {k: d[k] for k in cls.__slots__ if k in d}
+        keys["boxes"] = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]), int(b[6]))
+                              for b in d.get("boxes", ()))
         return cls(**keys, cached=True, detected_cached=True)
 
 
@@ -391,7 +398,9 @@ def render_batch(
         extra = ctx.extra_boxes.get(rec.frame_id, ())
         key = render_key(own.key, [d.key for d in neigh], ctx.carry, extra, ctx.model.config_key, geotag_token(rec))
         cached = _read_json(ctx.work, _out_rel(rec.frame_id, key))
-        if cached and cached.get("key") == key and cached.get("status") == "ok" and _intact(ctx.work, cached):
+        # (Results written before the QA boxes were kept are rendered again: same bytes.)
+        if cached and cached.get("key") == key and cached.get("status") == "ok" and "boxes" in cached \
+                and _intact(ctx.work, cached):
             results.append(FrameResult.from_json(cached))
             continue
         if redactor is None:
@@ -436,7 +445,10 @@ def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResul
         sha256=hashlib.sha256(data).hexdigest(), size=len(data),
         faces=int((ocl == 0).sum() + (ccl == 0).sum()), plates=int((ocl == 1).sum() + (ccl == 1).sum()),
         faces_carried=int((ccl == 0).sum()), plates_carried=int((ccl == 1).sum()), extra=len(extra),
-        width=w, height=h, detected_cached=own.cached)
+        width=w, height=h, detected_cached=own.cached, det_key=own.key,
+        boxes=tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), float(sc), carried)
+                    for xy, ss, cc, carried in ((oxy, osc, ocl, 0), (cxy, csc, ccl, 1))
+                    for b, sc, c in zip(xy, ss, cc, strict=True)))
     # The JSON is the commit marker: written after the image it names.
     _write_json(ctx.work, _out_rel(rec.frame_id, key), res.to_json())
     return res

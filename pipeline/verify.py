@@ -4,10 +4,11 @@ For each session: every link of ``audit.jsonl``; every file against ``manifest.j
 and size; missing and unlisted files too); the manifest against the sha256 recorded by the
 last ``publish`` record; every published image against the chain (some record must carry its
 ``output_sha256`` with status ok, so an image replaced together with its manifest entry is
-still caught); frames.geojson against the images. For the tree: every link of
-``audit-index.jsonl``, and each session's latest index entry against the session (its recorded
-chain head must still be in the chain, which catches a truncated log, and its manifest must
-match). Problems are reported in that order; the first is the first broken link.
+still caught); frames.geojson against the images; the QA detections file the last ``publish``
+record names (``PUBLISH_DIR/.qa/``: its sha256, and entries for published images only). For
+the tree: every link of ``audit-index.jsonl``, and each session's latest index entry against
+the session (its recorded chain head must still be in the chain, which catches a truncated
+log, and its manifest must match). Problems are reported in that order; the first is the first broken link.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import audit
+from pipeline import audit, qadata
 from pipeline.manifest import MANIFEST, read_manifest, verify_manifest
 from pipeline.publish import FRAMES_GEOJSON, IMAGES, published_sessions
 
@@ -65,6 +66,7 @@ def verify_session(sdir: Path, label: str | None = None) -> tuple[list[str], int
     elif pubs[-1].get("manifest_sha256") != man_sha:
         problems.append(f"{label}/{MANIFEST}: sha256 differs from the one in the last publish record "
                         f"(seq {pubs[-1].get('seq')}): manifest altered or replaced")
+    problems += _check_qa(sdir, pubs, man)
     known = audited_outputs(records)
     images = sorted(r for r in man["files"] if r.startswith(f"{IMAGES}/"))
     for rel in images:
@@ -82,6 +84,20 @@ def verify_session(sdir: Path, label: str | None = None) -> tuple[list[str], int
         for rel in sorted(set(images) - feats):
             problems.append(f"{label}/{rel}: published but has no feature in {FRAMES_GEOJSON}")
     return problems, chain.records, files
+
+
+def _check_qa(sdir: Path, pubs: list[dict[str, Any]], man: dict[str, Any]) -> list[str]:
+    """The QA detections the last publish record names (PUBLISH_DIR/.qa/, pipeline.qadata):
+    present, unaltered (sha256), and only for the frames published, as published."""
+    ref = qadata.named(pubs)
+    if ref is None:
+        return []
+    root = sdir.parent
+    entries, why = qadata.read(lambda rel: (root / rel).read_bytes(), ref)
+    if entries is None:
+        return [str(why)]
+    images = {Path(rel).stem: str(e.get("sha256")) for rel, e in man["files"].items() if rel.startswith(f"{IMAGES}/")}
+    return qadata.check(entries, images, str(ref.get("file")))
 
 
 def _latest_index_entries(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,10 @@ def test_oracle_dask_images_equal_serial_redact(dask_run: tuple[Path, str], seri
     assert len(dask_imgs) == JOB_FRAMES
     assert dask_imgs == _images(serial_publication)
     assert (out / job_session.name / "manifest.json").read_bytes() == (serial_publication / "manifest.json").read_bytes()
+    # The QA detections (boxes, scores) are the same too, and outside the published folder.
+    (qa,) = (out / ".qa" / job_session.name).iterdir()
+    assert qa.read_bytes() == (serial_publication.parent / ".qa" / job_session.name / qa.name).read_bytes()
+    assert len(qa.read_bytes().splitlines()) == JOB_FRAMES
 
 
 def test_summary_and_layout(dask_run: tuple[Path, str], job_session: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from conftest import CONFIGS, read_ogr
 
 from capture.types import Fix, FrameRecord
-from pipeline import audit, geojson
+from pipeline import audit, geojson, qadata
 from pipeline.config import NoticeConfig, load_config
 from pipeline.manifest import build_manifest, verify_manifest
 from pipeline.notice import SessionFacts, render_html, render_text
@@ -203,6 +203,69 @@ def test_edit_transaction_as_governance_would(tmp_path: Path) -> None:
     assert [f["id"] for f in fc["features"]] == ["000002", "000003"]
     assert verify_tree(tmp_path).ok
     assert old2 != b"JPEG-more-blur"
+
+
+def _qa_entry(i: int, data: bytes) -> dict[str, Any]:
+    return qadata.entry(f"{i:06d}", image_sha256=hashlib.sha256(data).hexdigest(), width=64, height=48,
+                        detect_key=f"{i:064d}", boxes=[(1.5, 2, 30, 40, 0, 0.91, 0), (5, 6, 7, 8.25, 1, 0.42, 1)])
+
+
+def _qa_file(out: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
+    ref = [r for r in audit.read_records(out / SID / "audit.jsonl") if r["type"] == "publish"][-1]["qa_detections"]
+    f = out / ref["file"]
+    assert hashlib.sha256(f.read_bytes()).hexdigest() == ref["sha256"]
+    return f, qadata.decode(f.read_bytes())
+
+
+def test_qa_detections_follow_every_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PUBLISH_DIR/.qa/<session>/: written by each commit for the published frames only, named
+    by the publish record, old versions pruned; an edit keeps the entries of what it keeps."""
+    import pipeline.publish as publish
+
+    store = Store(str(tmp_path))
+    imgs = {i: b"JPEG" + bytes([i]) for i in (1, 2, 3)}
+    with PublishTxn.open(store, SID) as txn:
+        for i, data in imgs.items():
+            feat = geojson.frame_feature(_rec(i), session_id=SID, image=f"images/{i:06d}.jpg",
+                                         sha256=hashlib.sha256(data).hexdigest(), faces=1, plates=1, width=64, height=48)
+            txn.put_image(f"{i:06d}", feat, data=data, qa=_qa_entry(i, data))
+        txn.commit([{"type": "frame", "frame_id": f"{i:06d}", "status": "ok",
+                     "output_sha256": hashlib.sha256(d).hexdigest()} for i, d in imgs.items()])
+    f1, entries = _qa_file(tmp_path)
+    assert f1.parent == tmp_path / ".qa" / SID and sorted(entries) == ["000001", "000002", "000003"]
+    assert entries["000001"]["detections"] == [
+        {"class": "face", "box": [1.5, 2.0, 30.0, 40.0], "score": 0.91, "carried": False},
+        {"class": "plate", "box": [5.0, 6.0, 7.0, 8.25], "score": 0.42, "carried": True}]
+    assert verify_tree(tmp_path).ok
+
+    # An edit: takedown of 1, block-level blur of 2 (no new boxes: its entry stays, for the new bytes).
+    new2 = b"JPEG-blurred-2"
+    with PublishTxn.open(store, SID, keep_published=True) as txn:
+        assert sorted(txn.qa or {}) == ["000001", "000002", "000003"]
+        txn.remove_frame("000001")
+        txn.put_image("000002", txn.features["000002"], data=new2)
+        txn.commit([{"type": "frame", "frame_id": "000002", "status": "ok",
+                     "output_sha256": hashlib.sha256(new2).hexdigest()}])
+    f2, entries = _qa_file(tmp_path)
+    assert sorted(entries) == ["000002", "000003"] and not f1.exists()  # the old version is gone
+    assert entries["000002"]["image_sha256"] == hashlib.sha256(new2).hexdigest()
+    assert entries["000002"]["detections"] == _qa_entry(2, imgs[2])["detections"]
+    assert verify_tree(tmp_path).ok
+
+    # Killed after writing the next sidecar, before the swap: the chain still names f2, intact.
+    def killed(*a: Any) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(publish, "swap_into_place", killed)
+    with pytest.raises(RuntimeError), PublishTxn.open(store, SID, keep_published=True) as txn:
+        txn.remove_frame("000003")
+        txn.commit([])
+    assert len(list(f2.parent.iterdir())) == 2 and _qa_file(tmp_path)[0] == f2
+    assert verify_tree(tmp_path).ok
+    monkeypatch.undo()
+    with PublishTxn.open(store, SID, keep_published=True) as txn:
+        txn.commit([])
+    assert [p.name for p in f2.parent.iterdir()] == [f2.name]  # the orphan is pruned
 
 
 def test_forged_image_with_forged_manifest_still_fails(tmp_path: Path) -> None:

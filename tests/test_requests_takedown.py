@@ -44,6 +44,10 @@ def test_remove_takes_image_and_feature_down_for_good(tree: tuple[Path, Path, Pa
     assert "Images published</dt><dd>7</dd>" in (sdir / "notice.html").read_text()
     last = [x for x in _chain(sdir) if x["type"] == "frame" and x["frame_id"] == fid][-1]
     assert last["status"] == "excluded" and last["reason"] == "removed-by-request" and "lat" not in last
+    # Its boxes left the QA detections with it (they are kept for published frames only).
+    qa = [x for x in _chain(sdir) if x["type"] == "publish"][-1]["qa_detections"]
+    ids = [json.loads(x)["frame_id"] for x in (pub / qa["file"]).read_bytes().splitlines()]
+    assert fid not in ids and sorted(ids) == sorted(_features(sdir))
     _verify_ok(pub)
     others = _manifest_images(sdir)
     _nightly_rerun(raw, pub)  # the next run leaves it out too

@@ -289,12 +289,38 @@ def test_sheet_holds_only_published_pixels(published: tuple[Path, Path, dict[str
     assert checked >= 2  # the sample frames have large faces
 
 
+def _sheet_rects(sdir: Path, out: Path) -> tuple[dict[str, list[dict[str, str | None]]], str]:
+    r = run_cli("review", str(sdir), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    d = _Dom()
+    d.feed(out.read_text())
+    assert len(d.cards) == FRAMES - 1
+    return d.rects, r.stdout
+
+
+def test_sheet_keeps_its_boxes_without_the_work_cache(published: tuple[Path, Path, dict[str, np.ndarray]],
+                                                      tmp_path: Path) -> None:
+    """The boxes come from the publication's QA detections (PUBLISH_DIR/.qa), so deleting the
+    job's work cache loses nothing; they equal what the work cache gives (carry recomputed)."""
+    sdir, _, _ = published
+    full, _ = _sheet_rects(sdir, tmp_path / "full.html")
+    assert sum(len(v) for v in full.values()) > 0
+    no_work = tmp_path / "no-work"
+    shutil.copytree(sdir.parent, no_work, ignore=shutil.ignore_patterns(".work"))
+    rects, stdout = _sheet_rects(no_work / sdir.name, tmp_path / "no-work.html")
+    assert rects == full and "0 without detection data" in stdout
+    only_work = tmp_path / "only-work"
+    shutil.copytree(sdir.parent, only_work, ignore=shutil.ignore_patterns(".qa"))
+    rects, _ = _sheet_rects(only_work / sdir.name, tmp_path / "only-work.html")
+    assert rects == full  # the fallback for publications from before .qa existed
+
+
 def test_sheet_says_when_detections_are_gone(published: tuple[Path, Path, dict[str, np.ndarray]],
                                              tmp_path: Path) -> None:
-    """Without the job's work cache the images and counts are still shown, flagged."""
+    """Without QA detections and work cache the images and counts are still shown, flagged."""
     sdir, _, _ = published
     pub = tmp_path / "pub"
-    shutil.copytree(sdir.parent, pub, ignore=shutil.ignore_patterns(".work"))
+    shutil.copytree(sdir.parent, pub, ignore=shutil.ignore_patterns(".work", ".qa"))
     r = run_cli("review", str(pub / sdir.name), "--out", str(tmp_path / "r.html"))
     assert r.returncode == 0, r.stderr
     assert f"{FRAMES - 1} without detection data" in r.stdout
@@ -302,6 +328,53 @@ def test_sheet_says_when_detections_are_gone(published: tuple[Path, Path, dict[s
     d.feed((tmp_path / "r.html").read_text())
     assert len(d.cards) == FRAMES - 1 and all("nodata" in str(c["data-flags"]) for c in d.cards)
     assert not d.rects  # no boxes to outline
+
+
+def test_qa_detections_file(published: tuple[Path, Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+    """Durable, outside the published folder, published frames only, boxes/classes/scores only,
+    and covered by the audit chain (a changed or missing file fails verify)."""
+    import hashlib
+
+    from pipeline import audit
+
+    sdir, _, _ = published
+    recs = audit.read_records(sdir / "audit.jsonl")
+    ref = [r for r in recs if r["type"] == "publish"][-1]["qa_detections"]
+    qa = sdir.parent / ref["file"]
+    assert qa.parent == sdir.parent / ".qa" / sdir.name and qa.is_file()
+    assert sorted(x.name for x in qa.parent.iterdir()) == [qa.name]
+    data = qa.read_bytes()
+    assert ref["sha256"] == hashlib.sha256(data).hexdigest() and qa.name == f"detections-{ref['sha256'][:16]}.jsonl"
+    assert not any(".qa" in f or "detections" in f for f in json.loads((sdir / "manifest.json").read_bytes())["files"])
+    entries = [json.loads(x) for x in data.splitlines()]
+    feats = {f["properties"]["frame_id"]: f["properties"] for f in
+             json.loads((sdir / "frames.geojson").read_bytes())["features"]}
+    assert [e["frame_id"] for e in entries] == sorted(feats) and ref["frames"] == FRAMES - 1  # not the failed one
+    dets = _dets(sdir)
+    for e in entries:
+        assert set(e) == {"v", "frame_id", "image_sha256", "width", "height", "detect_key", "detections"}
+        assert e["image_sha256"] == feats[e["frame_id"]]["sha256"] and (e["width"], e["height"]) == (1280, 720)
+        own = [d for d in e["detections"] if not d["carried"]]
+        want = dets[e["frame_id"]]
+        assert [d["box"] for d in own] == want["xyxy"] and [d["score"] for d in own] == want["score"]
+        assert [("face", "plate").index(d["class"]) for d in own] == want["cls"]
+        assert all(set(d) == {"class", "box", "score", "carried"} for d in e["detections"])
+        carried = [d for d in e["detections"] if d["carried"]]
+        faces_c = sum(d["class"] == "face" for d in carried)
+        rec = [r for r in recs if r.get("frame_id") == e["frame_id"] and r.get("status") == "ok"][-1]
+        assert (faces_c, len(carried) - faces_c) == (rec["faces_carried"], rec["plates_carried"])
+    r = run_cli("audit", "verify", str(sdir.parent))
+    assert r.returncode == 0, r.stderr
+    for tamper, expect in (("edit", "sha256 differs from the last publish record"), ("delete", "missing")):
+        pub = tmp_path / tamper
+        shutil.copytree(sdir.parent, pub, ignore=shutil.ignore_patterns(".work"))
+        f = pub / ref["file"]
+        if tamper == "edit":
+            f.write_bytes(f.read_bytes().replace(b'"score":0.', b'"score":0.0', 1))
+        else:
+            f.unlink()
+        r = run_cli("audit", "verify", str(pub / sdir.name))
+        assert r.returncode == 1 and f"FIRST PROBLEM: {ref['file']}: {expect}" in r.stderr, r.stderr
 
 
 def test_review_refuses_a_folder_that_is_not_a_published_session(tmp_path: Path) -> None:
