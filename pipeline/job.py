@@ -52,6 +52,7 @@ from pipeline.publish import (
 from pipeline.store import SessionSource, Store, is_session, local_path_of
 from pipeline.tasks import (
     CarrySpec,
+    DetResult,
     FrameResult,
     ModelSpec,
     TaskContext,
@@ -202,6 +203,7 @@ class SessionOutcome:
     published: int = 0
     failed: int = 0
     skipped: int = 0  # results reused from the work area (already done)
+    kept: int = 0  # published images kept as they were: raw deleted on purpose (in published, skipped)
     faces: int = 0
     plates: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
@@ -397,7 +399,7 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
             continue
         ctx = TaskContext(source=src, work=out.child(f"{WORK_DIR}/{plan.session_id}"), model=spec,
                           model_hash=model_hash, carry=carry, extra_boxes=plan.extra_boxes,
-                          deleted=plan.deleted_ids)
+                          deleted=plan.deleted_ids, stored=_stored_detections(out, prev, plan.deleted_ids))
         plans.append((plan, ctx))
 
     total = sum(len(p.included) for p, _ in plans)
@@ -478,6 +480,27 @@ def _result(h: Any, *, done: list[str]) -> Any:
             raise ItemsFailed(f"the Dask cluster failed under the job ({name}: {e}); sessions published so far: "
                               f"{', '.join(done) or 'none'}; rerun to finish (finished frames are kept)") from e
         raise
+
+
+def _stored_detections(out: Store, records: Sequence[Mapping[str, Any]],
+                       ids: frozenset[str]) -> dict[str, DetResult]:
+    """The own detections the session's current publication keeps (pipeline.qadata) for the
+    frames ``ids`` (raw deleted on purpose): their carry context once the work cache is gone."""
+    ref = qadata.named(records) if ids else None
+    if ref is None:
+        return {}
+    entries, why = qadata.read(out.read_bytes, ref)
+    if entries is None:
+        log.warning("%s; frames whose raw file was deleted have only the work cache as carry context", why)
+        return {}
+    kept: dict[str, DetResult] = {}
+    for fid in sorted(ids & entries.keys()):
+        e = entries[fid]
+        xyxy, score, cls = qadata.own_detections(e)
+        kept[fid] = DetResult(frame_id=fid, key=str(e.get("detect_key") or ""), status="ok",
+                              xyxy=tuple((b[0], b[1], b[2], b[3]) for b in xyxy), score=tuple(score),
+                              cls=tuple(cls), width=e.get("width"), height=e.get("height"), cached=True)
+    return kept
 
 
 def _context(plan: SessionPlan, det: Mapping[int, Any], *, done: list[str]) -> dict[str, str]:
@@ -659,6 +682,18 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                                          else f"failed: {done_res.error}",
                                          note=f"{late_note}: left out at publication"))
         for rec, why in plan.excluded:
+            # Raw deleted on purpose: it cannot be rendered again, so its published image (if
+            # the current version has one, and no request or zone since says otherwise) stays
+            # as it is, as do its QA detections: the carry context of its neighbours.
+            if why == EXCLUDED_DELETED and exclusion(rec, overrides.get(rec.frame_id), excluded_at) is None \
+                    and txn.keep_from_published(rec.frame_id):
+                props = txn.features[rec.frame_id]["properties"]
+                oc.published += 1
+                oc.skipped += 1
+                oc.kept += 1
+                oc.faces += int(props.get("faces", 0))
+                oc.plates += int(props.get("plates", 0))
+                continue
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
             # No position for any frame left out: the log would otherwise map the very places
             # residents asked to keep out of the published set (zones, takedowns, deletions).
@@ -676,7 +711,8 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                   "excluded_zone": oc.excluded.get(EXCLUDED_ZONE, 0),
                   "excluded_no_position": oc.excluded.get(EXCLUDED_NO_POSITION, 0),
                   "excluded_deleted": oc.excluded.get(EXCLUDED_DELETED, 0),
-                  "removed_by_request": oc.excluded.get(EXCLUDED_REQUEST, 0)}
+                  "removed_by_request": oc.excluded.get(EXCLUDED_REQUEST, 0),
+                  "kept_raw_deleted": oc.kept}
         committed = txn.commit(records, {"run_id": run_rec["run_id"], "counts": counts},
                                index={"run_id": run_rec["run_id"], "counts": counts})
     oc.manifest_sha256 = committed.manifest_sha256

@@ -143,6 +143,7 @@ class PublishTxn:
         # QA detections of the frames (pipeline.qadata); None: this version keeps none (an edit
         # of a publication from before they were kept, or whose file is gone).
         self.qa: dict[str, dict[str, Any]] | None = {}
+        self._published_frames: tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]] | None] | None = None
         self.committed: Committed | None = None
 
     # -- life cycle
@@ -267,6 +268,40 @@ class PublishTxn:
             base = qa if qa is not None else self.qa.get(frame_id)
             if base is not None:
                 self.qa[frame_id] = {**base, "image_sha256": got}
+
+    def keep_from_published(self, frame_id: str) -> bool:
+        """Carry a frame over from the published version unchanged: its image, its feature and
+        its QA detections (for frames that can no longer be rendered: raw deleted on purpose).
+        False when the published version does not have it."""
+        if self._published_frames is None:
+            self._published_frames = self._read_published()
+        feats, qa = self._published_frames
+        feat = feats.get(frame_id)
+        if feat is None:
+            return False
+        rel = image_path(frame_id)
+        pub = self._published()
+        try:
+            if pub is not None:
+                self.put_image(frame_id, feat, source=pub / rel, sha256=feat["properties"].get("sha256"),
+                               qa=(qa or {}).get(frame_id))
+            else:
+                self.put_image(frame_id, feat, data=self.out.read_bytes(f"{self.session_id}/{rel}"),
+                               sha256=feat["properties"].get("sha256"), qa=(qa or {}).get(frame_id))
+        except (FileNotFoundError, PublishError) as e:
+            log.warning("%s: cannot keep published frame %s: %s", self.session_id, frame_id, e)
+            return False
+        return True
+
+    def _read_published(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]] | None]:
+        try:
+            fc = json.loads(self.out.read_bytes(f"{self.session_id}/{FRAMES_GEOJSON}"))
+        except FileNotFoundError:
+            return {}, None
+        feats = {f["properties"]["frame_id"]: f for f in fc["features"]}
+        ref = qadata.named(self.records())
+        qa = qadata.read(self.out.read_bytes, ref)[0] if ref else None
+        return feats, qa
 
     def remove_frame(self, frame_id: str) -> bool:
         """Drop a frame's image, feature and QA detections; True if it was there."""

@@ -84,12 +84,15 @@ class TaskContext:
     # frame id -> extra boxes ((x1, y1, x2, y2, class index), ...) from requests (issue 7)
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
     # Frames whose raw file was deleted on purpose: never read; their detections come only
-    # from earlier results (the work cache), else they are "unavailable" (never "failed").
+    # from earlier results: the work cache, else ``stored`` (the detections kept with the
+    # publication, pipeline.qadata), else they are "unavailable" (never "failed").
     deleted: frozenset[str] = frozenset()
+    stored: Mapping[str, DetResult] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_boxes", dict(self.extra_boxes))
         object.__setattr__(self, "deleted", frozenset(self.deleted))
+        object.__setattr__(self, "stored", dict(self.stored))
 
 
 # A frame's detections cannot be had: its raw file was deleted on purpose and no earlier result
@@ -335,8 +338,12 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
             out[rec.frame_id] = DetResult.from_json(cached)
             continue
         if rec.frame_id in ctx.deleted:
-            out[rec.frame_id] = DetResult(frame_id=rec.frame_id, key=key, status=UNAVAILABLE,
-                                          error="raw frame deleted on purpose; no earlier detections kept")
+            # Kept detections count even if made under another config or model (their own key
+            # goes into the neighbours' render keys): more blur, never less.
+            kept = ctx.stored.get(rec.frame_id)
+            out[rec.frame_id] = kept if kept is not None else DetResult(
+                frame_id=rec.frame_id, key=key, status=UNAVAILABLE,
+                error="raw frame deleted on purpose; no earlier detections kept")
             continue
         try:
             img = _decode(redactor, _load_frame(ctx, rec), rec)

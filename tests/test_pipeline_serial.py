@@ -169,36 +169,48 @@ def test_exclusion_zones_and_frames_without_position(session_copy: tuple[Path, P
     assert verify_tree(out).ok
 
 
-def test_deleted_raw_frame_is_carry_context_never_a_failure(session_copy: tuple[Path, Path],
-                                                             serial_publication: Path) -> None:
-    """A frame whose raw file was deleted on purpose (find --delete, deletions.jsonl) cannot be
-    detected: it is left out (raw-deleted), never read, never failed, and its detections kept
-    from before still reach its neighbours."""
+def test_deleted_raw_frame_keeps_its_publication_and_carry(session_copy: tuple[Path, Path],
+                                                           serial_publication: Path) -> None:
+    """A frame whose raw file was deleted on purpose after publication (find --delete,
+    deletions.jsonl) is never read, never failed; its published image stays as it is, and its
+    detections stay carry context for its neighbours even once the work cache is gone (from the
+    publication's QA detections)."""
+    from capture.session import SessionReader, delete_frames
+
+    session, out = session_copy
+    oracle = _images(serial_publication)
+    _run(session, out, _cfg())
+    sdir = out / session.name
+    assert _images(sdir) == oracle
+    rec = next(r for r in SessionReader(session).frames() if r.frame_id == "000004")
+    delete_frames(session, [rec], reason="request", ref="CASE-1")
+    for _ in ("with the work cache", "without it"):
+        s = _run(session, out, _cfg())
+        oc = s.sessions[0]
+        assert (oc.published, oc.failed, oc.failures, oc.excluded, oc.kept) == (JOB_FRAMES, 0, [], {}, 1)
+        assert _images(sdir) == oracle  # 000004 kept; 000003 and 000005 still carry its boxes
+        recs = audit.read_records(sdir / "audit.jsonl")
+        assert recs[-1]["counts"]["kept_raw_deleted"] == 1
+        assert [r["status"] for r in recs if r.get("frame_id") == "000004"] == ["ok"]  # no failure, no churn
+        assert verify_tree(out).ok
+        shutil.rmtree(out / ".work")
+
+
+def test_deleted_raw_frame_never_published_is_unavailable_not_failed(session_copy: tuple[Path, Path]) -> None:
+    """Deleted before it was ever published and nothing kept of its detections: left out
+    (raw-deleted), its file never opened, "unavailable" as carry context, not a failure."""
     from capture.session import SessionReader, delete_frames
 
     session, out = session_copy
     rec = next(r for r in SessionReader(session).frames() if r.frame_id == "000004")
     delete_frames(session, [rec], reason="request", ref="CASE-1")
-    s = _run(session, out, _cfg())
-    oc = s.sessions[0]
-    assert (oc.published, oc.failed, oc.excluded) == (JOB_FRAMES - 1, 0, {"raw-deleted": 1})
-    sdir = out / session.name
-    oracle = _images(serial_publication)
-    assert _images(sdir) == {k: v for k, v in oracle.items() if k != "000004.jpg"}  # 000003, 000005 as before
-    recs = audit.read_records(sdir / "audit.jsonl")
-    (x,) = [r for r in recs if r.get("frame_id") == "000004"]
-    assert x["status"] == "excluded" and x["reason"] == "raw-deleted" and x["context_detection"] == "ok"
-    assert "lat" not in x and recs[-1]["counts"]["excluded_deleted"] == 1
-    assert verify_tree(out).ok
-
-    # Without the work cache nothing is kept of its detections: "unavailable", still not a
-    # failure (the file is not even opened), and the rest is published.
     shutil.rmtree(out / ".work")
     s = _run(session, out, _cfg())
     oc = s.sessions[0]
-    assert (oc.published, oc.failed, oc.failures) == (JOB_FRAMES - 1, 0, [])
-    x = [r for r in audit.read_records(sdir / "audit.jsonl") if r.get("frame_id") == "000004"][-1]
-    assert x["context_detection"] == "unavailable"
+    assert (oc.published, oc.failed, oc.failures, oc.excluded) == (JOB_FRAMES - 1, 0, [], {"raw-deleted": 1})
+    (x,) = [r for r in audit.read_records(out / session.name / "audit.jsonl") if r.get("frame_id") == "000004"]
+    assert x["status"] == "excluded" and x["reason"] == "raw-deleted" and x["context_detection"] == "unavailable"
+    assert "lat" not in x
     assert verify_tree(out).ok
 
 

@@ -44,8 +44,9 @@ def echo_summary(summary: Any) -> None:
             click.echo(f"session {s.session_id}: {s.note}")
             continue
         excl = ", ".join(f"{k} {v}" for k, v in sorted(s.excluded.items())) or "none"
+        kept = f", kept as published (raw deleted): {s.kept}" if s.kept else ""
         click.echo(f"session {s.session_id}: published {s.published}/{s.frames} frames "
-                   f"(failed {s.failed}, excluded: {excl}) -> {s.publish_dir}")
+                   f"(failed {s.failed}, excluded: {excl}{kept}) -> {s.publish_dir}")
         for fid, err in s.failures:
             click.echo(f"  failed frame {fid}: {err}", err=True)
     c = summary.counts()
