@@ -399,7 +399,7 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
             continue
         ctx = TaskContext(source=src, work=out.child(f"{WORK_DIR}/{plan.session_id}"), model=spec,
                           model_hash=model_hash, carry=carry, extra_boxes=plan.extra_boxes,
-                          deleted=plan.deleted_ids, stored=_stored_detections(out, prev, plan.deleted_ids))
+                          deleted=plan.deleted_ids, stored=stored_detections(out, prev, plan.deleted_ids))
         plans.append((plan, ctx))
 
     total = sum(len(p.included) for p, _ in plans)
@@ -482,7 +482,7 @@ def _result(h: Any, *, done: list[str]) -> Any:
         raise
 
 
-def _stored_detections(out: Store, records: Sequence[Mapping[str, Any]],
+def stored_detections(out: Store, records: Sequence[Mapping[str, Any]],
                        ids: frozenset[str]) -> dict[str, DetResult]:
     """The own detections the session's current publication keeps (pipeline.qadata) for the
     frames ``ids`` (raw deleted on purpose): their carry context once the work cache is gone."""

@@ -524,9 +524,12 @@ class _Rerender:
         if fid not in plan.publish_ids:
             return None, "the frame is no longer in the session's publication plan"
         carry = CarrySpec(cfg.publish.temporal_carry, cfg.publish.carry_expand)
-        ctx = TaskContext(source=src, work=Store(str(self.publish_dir)).child(f".work/{sid}"), model=m["spec"],
+        from pipeline.job import stored_detections
+
+        out = Store(str(self.publish_dir))
+        ctx = TaskContext(source=src, work=out.child(f".work/{sid}"), model=m["spec"],
                           model_hash=m["model_hash"], carry=carry, extra_boxes=plan.extra_boxes,
-                          deleted=plan.deleted_ids)
+                          deleted=plan.deleted_ids, stored=stored_detections(out, records, plan.deleted_ids))
         # The same neighbourhood as the nightly job: the capture sequence, left-out frames included.
         ids, _ = plan.frame_window(fid, carry.frames)
         by_id = {r.frame_id: r for r in plan.frames}
