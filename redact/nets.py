@@ -208,7 +208,12 @@ def centerface_from_onnx(path: Path | str) -> CenterFaceNet:
 class PlateBranch(nn.Module):
     """The plate path of the combined model: its own copy of the neck (initialised from the
     face neck), a depthwise 3x3 + pointwise 24->32 refinement, and CenterNet heads decoded
-    exactly like CenterFace's: heatmap (sigmoid), log-scale (h, w), offset (y, x)."""
+    exactly like CenterFace's: heatmap (sigmoid), log-scale (h, w), offset (y, x).
+
+    The deployed heatmap keeps only 3x3 local maxima (CenterNet's peak extraction, zero
+    elsewhere): the runtime decodes every cell above threshold as CenterFace does, and a
+    plate 5x wider than tall lights a row of cells whose boxes, trained only at the centre,
+    overlap too little for NMS at IoU 0.3 to merge them."""
 
     HEAD_CH = 32
 
@@ -223,9 +228,11 @@ class PlateBranch(nn.Module):
 
     def forward(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Heatmap *logits* are not returned: training uses ``logits``; this is the deployed form."""
-        hm, scale, offset = self.logits(c4, c8, c16, c32)
-        return torch.sigmoid(hm), scale, offset
+        """The deployed form (training uses ``logits``)."""
+        logit, scale, offset = self.logits(c4, c8, c16, c32)
+        hm = torch.sigmoid(logit)
+        peak = torch.nn.functional.max_pool2d(hm, 3, 1, 1) == hm
+        return hm * peak.to(hm.dtype), scale, offset
 
     def logits(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

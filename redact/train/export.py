@@ -54,6 +54,7 @@ def export_streetveil(net: Any, out: Path, plate_threshold: float, training: str
             f.write(model.SerializeToString())
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the model is a shipped, readable file
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

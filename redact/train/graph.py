@@ -184,7 +184,11 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
     w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b)])
     w, b = take("Conv")
-    e.node("Sigmoid", [e.conv(x, w, b)], out=PLATE_OUTPUTS[0])
+    hm = e.node("Sigmoid", [e.conv(x, w, b)])
+    # 3x3 peak extraction (PlateBranch.forward): zero every cell that is not a local maximum.
+    pooled = e.node("MaxPool", [hm], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    peak = e.node("Cast", [e.node("Equal", [hm, pooled])], to=TensorProto.FLOAT)
+    e.node("Mul", [hm, peak], out=PLATE_OUTPUTS[0])
     w, b = take("Conv")
     e.conv(x, w, b, out=PLATE_OUTPUTS[1])
     w, b = take("Conv")
