@@ -19,9 +19,11 @@ from redact.train import data, evaluate, graph
 MODEL = Path(__file__).resolve().parents[1] / "redact" / "models" / "streetveil-fp-v1.onnx"
 OUTPUTS = {"face_heatmap": 1, "face_scale": 2, "face_offset": 2, "face_landmarks": 10,
            "plate_heatmap": 1, "plate_scale": 2, "plate_offset": 2}
-# Measured recall of the committed model on all 85 held-out frames is in MODEL_CARD.md; this
-# slice (every 3rd held-out frame, day and night) must stay above a floor that a regression
-# (a broken export, a swapped channel, a wrong decode) would fall far below.
+# The committed model finds 110 of 110 plates on all 85 held-out frames at its threshold
+# (MODEL_CARD.md). On this slice (every 3rd held-out frame, day and night: 29 frames, 38 plates, all found) the
+# floor leaves room for ~5 misses from runtime or platform differences in the low,
+# compressed scores (most plates score 0.25-0.5), while a broken export, swapped channel or
+# wrong decode falls far below it.
 VAL_SLICE_RECALL_FLOOR = 0.85
 
 

@@ -76,3 +76,13 @@ def test_train_then_export_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
         assert np.array_equal(a, c)  # the same weights came back from the file
     # training moved the plate branch away from its face-neck initialisation
     assert not np.allclose(o[4], face[0])
+
+
+def test_training_is_reproducible_with_a_fixed_seed(tiny_cache: Path) -> None:
+    cfg = loop.TrainConfig(epochs=1, batch=4, seed=3)
+    a = loop.train(tiny_cache, graph.centerface_path(), cfg)
+    b = loop.train(tiny_cache, graph.centerface_path(), cfg)
+    c = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, seed=4))
+    sa, sb, sc = (n.plate.state_dict() for n in (a, b, c))
+    assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    assert not all(np.array_equal(sa[k].numpy(), sc[k].numpy()) for k in sa)
