@@ -53,6 +53,9 @@ TRACK_JSONL = "track.jsonl"
 TRACK_GPX = "track.gpx"
 FRAMES_DIR = "frames"
 DELETIONS_JSONL = "deletions.jsonl"
+# Session files (raw frames included): the capture user writes, its group (the batch user)
+# reads, nobody else; the umask can only narrow it.
+FILE_MODE = 0o640
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -223,8 +226,8 @@ class SessionWriter:
         self.counters: dict[str, int] = dict(counters or {})
         self.counters.setdefault("frames", next_seq - 1)
         self.counters.setdefault("fixes", 0)
-        self._frames_fd = os.open(self.path / FRAMES_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self._track_fd = os.open(self.path / TRACK_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._frames_fd = os.open(self.path / FRAMES_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        self._track_fd = os.open(self.path / TRACK_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         self._fixes_since_gpx = 0
         self._closed = False
         self._encrypted_without_key = False
@@ -274,7 +277,8 @@ class SessionWriter:
             from capture.crypto import public_key_fingerprint
 
             data_key = os.urandom(32)
-            atomic_write_text(path / KEY_FILE, json.dumps(wrap_key(data_key, recipient_public_key), indent=1))
+            atomic_write_text(path / KEY_FILE, json.dumps(wrap_key(data_key, recipient_public_key), indent=1),
+                              mode=FILE_MODE)
             cipher = FrameCipher(data_key)
             encryption = {
                 "cipher": "aes-256-gcm",
@@ -307,8 +311,8 @@ class SessionWriter:
         # The journals exist before session.json, the file that makes the folder a session:
         # a crash at any point leaves either no session or a complete (empty) one.
         for name in (FRAMES_JSONL, TRACK_JSONL):
-            atomic_write_bytes(path / name, b"", durable=True)
-        atomic_write_text(path / SESSION_JSON, json.dumps(doc, indent=2, ensure_ascii=False))
+            atomic_write_bytes(path / name, b"", durable=True, mode=FILE_MODE)
+        atomic_write_text(path / SESSION_JSON, json.dumps(doc, indent=2, ensure_ascii=False), mode=FILE_MODE)
         fsync_dir(path / FRAMES_DIR)
         try:
             os.rename(path, final)
@@ -412,7 +416,7 @@ class SessionWriter:
         rel = f"{FRAMES_DIR}/{name}"
         blob = self._cipher.seal(jpeg, name) if self._cipher else jpeg
         # The frame is durable before any record points at it.
-        atomic_write_bytes(self.path / rel, blob, durable=True)
+        atomic_write_bytes(self.path / rel, blob, durable=True, mode=FILE_MODE)
         rec = FrameRecord(
             frame_id=frame_id,
             time=time,
@@ -476,7 +480,8 @@ class SessionWriter:
         self._doc["status"] = "closed"
         self._doc["closed"] = format_time(end or datetime.now(UTC))
         self._doc["summary"] = dict(sorted(self.counters.items()))
-        atomic_write_text(self.path / SESSION_JSON, json.dumps(self._doc, indent=2, ensure_ascii=False))
+        atomic_write_text(self.path / SESSION_JSON, json.dumps(self._doc, indent=2, ensure_ascii=False),
+                          mode=FILE_MODE)
         log.info("session %s closed: %s", self.session_id, self._doc["summary"])
         return self.path
 
@@ -498,7 +503,7 @@ class SessionWriter:
 
     def _write_gpx(self) -> None:
         fixes = [fix_from_json(o) for _, o in read_jsonl(self.path / TRACK_JSONL)[0]]
-        atomic_write_text(self.path / TRACK_GPX, fixes_to_gpx(fixes, self.session_id))
+        atomic_write_text(self.path / TRACK_GPX, fixes_to_gpx(fixes, self.session_id), mode=FILE_MODE)
         self._fixes_since_gpx = 0
 
 
@@ -544,7 +549,8 @@ def repair_session(path: Path) -> dict[str, int]:
     keep = [o for _, o in rows if o.get("frame_id") in deleted or (path / o.get("file", "")).is_file()]
     if len(keep) != len(rows):
         stats["recovered_missing_frames"] = len(rows) - len(keep)
-        atomic_write_text(path / FRAMES_JSONL, "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in keep))
+        atomic_write_text(path / FRAMES_JSONL, "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in keep),
+                          mode=FILE_MODE)
     referenced = {o["file"] for o in keep}
     for p in sorted((path / FRAMES_DIR).glob("*")):
         if f"{FRAMES_DIR}/{p.name}" not in referenced and p.is_file():

@@ -164,6 +164,20 @@ def test_commit_publishes_atomically_and_verifies(tmp_path: Path) -> None:
     assert [r["type"] for r in recs].count("publish") == 2  # the chain continues across versions
 
 
+def test_published_files_are_readable_by_the_gis_team(tmp_path: Path) -> None:
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        _publish(tmp_path, [1, 2])
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / SID).rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"000001.jpg", "frames.geojson", "manifest.json", "notice.txt", "audit.jsonl"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p  # as the umask allows, not mkstemp's 0600
+
+
 def test_failed_transaction_leaves_the_published_version(tmp_path: Path) -> None:
     _publish(tmp_path, [1, 2])
     before = (tmp_path / SID / "manifest.json").read_bytes()

@@ -54,6 +54,21 @@ def test_roundtrip_and_check(tmp_path: Path) -> None:
     assert gpx.count("<trkpt") == 5
 
 
+def test_session_files_are_readable_by_the_batch_group_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        d = _write_session(tmp_path, n=2)
+    finally:
+        os.umask(old)
+    files = [p for p in d.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"session.json", "frames.jsonl", "track.jsonl", "track.gpx", "000001.jpg"}
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640, p  # not 0600 (the batch user), not world
+
+
 def test_times_must_increase_in_writer(tmp_path: Path) -> None:
     w = SessionWriter.create(tmp_path, META, start=T0)
     w.add_frame(_jpeg(0), time=T0, position_source="none")
