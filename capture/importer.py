@@ -180,8 +180,7 @@ def import_video(
     trig = Trigger(settings.trigger)
     writer = SessionWriter.create(out, meta, start=start, recipient_public_key=recipient_public_key,
                                   fsync_interval_s=settings.fsync_interval_s)
-    for f in track:
-        writer.add_fix(f)
+    _journal_track(writer, track, zones)
     last_thumb: np.ndarray | None = None
     last_t: datetime | None = None
     for n, t, bgr in _iter_video(video, start):
@@ -208,6 +207,16 @@ def import_video(
         last_thumb, last_t = thumb, t
     path = writer.close(end=times[-1])
     return ImportResult(path, writer.frame_count, dict(writer.counters))
+
+
+def _journal_track(writer: SessionWriter, track: Sequence[Fix], zones: Zones | None) -> None:
+    """The track into the session as the daemon journals it: a fix inside a privacy zone is
+    counted, never stored (the published track.geojson is drawn from the stored fixes)."""
+    for f in track:
+        if zones and zones.contains(f.lat, f.lon):
+            writer.count("fixes_in_privacy_zone")
+        else:
+            writer.add_fix(f)
 
 
 def _gate(g: Geotag, zones: Zones | None, s: ImportSettings) -> str | None:
@@ -338,8 +347,7 @@ def import_images(
     if skipped:
         writer.count("skipped_no_exif_time", skipped)
     if track is not None:
-        for f in track:
-            writer.add_fix(f)
+        _journal_track(writer, track, zones)
     last_thumb: np.ndarray | None = None
     last_t: datetime | None = None
     for t, p, info in items:

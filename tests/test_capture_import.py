@@ -152,6 +152,33 @@ def test_import_images_with_gpx(tmp_path: Path, shared: Path) -> None:
         assert distance_m(f.lat, f.lon, ref.lat, ref.lon) < 60  # 5 s along a 500 m, 8 min leg
 
 
+def test_import_stores_no_fix_inside_a_privacy_zone(tmp_path: Path, shared: Path) -> None:
+    """As in the daemon: the GPX's fixes inside a zone are counted, not stored (the nightly job
+    draws the published track from the stored fixes)."""
+    from capture.zones import zones_from_geojson
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((shared / "images-exif" / "DSC00001.JPG").read_bytes())
+    a = read_exif(folder / "a.jpg").fix
+    assert a is not None
+    # A detour through a zone 1 km north of the photo, then back.
+    track = [Fix(time=a.time + timedelta(seconds=s), lat=a.lat + dlat, lon=a.lon)
+             for s, dlat in ((-5, 0.0), (60, 0.009), (120, 0.0002))]
+    gpx = write_gpx(tmp_path / "t.gpx", track)
+    zone = zones_from_geojson({"type": "Polygon", "coordinates": [[
+        [a.lon - 0.001, a.lat + 0.008], [a.lon + 0.001, a.lat + 0.008], [a.lon + 0.001, a.lat + 0.01],
+        [a.lon - 0.001, a.lat + 0.01], [a.lon - 0.001, a.lat + 0.008]]]})
+    assert zone.contains(track[1].lat, track[1].lon) and not zone.contains(a.lat, a.lon)
+    res = import_images(folder, tmp_path / "out", META, ImportSettings(max_gap_s=600.0), gpx=gpx, zones=zone)
+    assert res.frames == 1 and res.counters["fixes_in_privacy_zone"] == 1
+    stored = SessionReader(res.session).fixes()
+    assert [f.time for f in stored] == [track[0].time, track[2].time]
+    assert not any(zone.contains(f.lat, f.lon) for f in stored)
+    gpx_text = (res.session / "track.gpx").read_text()
+    assert gpx_text.count("<trkpt") == 2 and f"{track[1].lat}" not in gpx_text
+
+
 def test_images_outside_track_exit_2(tmp_path: Path, shared: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
