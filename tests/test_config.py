@@ -30,6 +30,17 @@ def test_example_values_are_typed_and_frozen() -> None:
     assert notice.security_measures
 
 
+def test_example_nightly_config_redacts_at_the_measured_thresholds() -> None:
+    """The nightly job must not redact less than the evaluation measured: its thresholds are
+    the detector defaults tuned in docs/redaction.md, not higher."""
+    from redact.config import DetectorSection
+
+    n = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={})
+    tuned = DetectorSection()
+    assert n.redact.detector.face_threshold <= tuned.face_threshold
+    assert n.redact.detector.plate_threshold <= tuned.plate_threshold
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     p = tmp_path / "vehicle.toml"
     p.write_text(text)

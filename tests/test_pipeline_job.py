@@ -13,6 +13,7 @@ import pytest
 from conftest import CONFIGS, JOB_FRAMES, read_ogr, run_cli
 
 from pipeline import audit
+from pipeline.config import NightlyConfig, load_config
 
 NIGHTLY = str(CONFIGS / "nightly.toml")
 LOCAL = ("--workers", "2", "--threads-per-worker", "1", "--no-progress")
@@ -105,7 +106,8 @@ def test_audit_records(dask_run: tuple[Path, str], job_session: Path) -> None:
     assert run["software"]["name"] == "streetveil" and run["executor"]["workers"] == 2
     det = run["detectors"]
     assert det["detectors"] and all("weights_sha256" in d and "version" in d for d in det["detectors"])
-    assert det["thresholds"]["face"] == 0.35
+    det_cfg = load_config(NIGHTLY, NightlyConfig, kind="nightly", environ={}).redact.detector
+    assert det["thresholds"] == {"face": det_cfg.face_threshold, "plate": det_cfg.plate_threshold}
     assert [r["type"] for r in frames] == ["frame"] * JOB_FRAMES
     for r in frames:
         assert r["status"] == "ok" and len(r["raw_sha256"]) == 64 and len(r["output_sha256"]) == 64

@@ -19,6 +19,7 @@ import pytest
 from conftest import CONFIGS, ROOT, run_cli
 from PIL import Image
 
+from pipeline.config import NightlyConfig, load_config
 from pipeline.review import busy_empty, low_confidence
 
 FRAMES = 6
@@ -217,7 +218,8 @@ def test_sheet_in_a_real_browser(published: tuple[Path, Path, dict[str, np.ndarr
     blank = f"{BLANK + 1:06d}"
     assert len(dets[blank]["score"]) == 0 and all(len(dets[f]["score"]) > 0 for f in ids if f != blank)
     assert _visible(_dom(page, "#filter=busy")) == {blank}
-    thr = {0: 0.35, 1: 0.3}
+    det_cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={}).redact.detector
+    thr = {0: det_cfg.face_threshold, 1: det_cfg.plate_threshold}
     low = {f for f, x in dets.items() if any(thr[c] <= s < thr[c] + 0.15 for s, c in zip(x["score"], x["cls"], strict=True))}
     assert _visible(_dom(page, "#filter=lowconf")) == low
     failed = _dom(page, "#filter=failed")
