@@ -318,9 +318,9 @@ def _decode(redactor: Any, data: bytes, rec: FrameRecord) -> Any:
 
 
 def _is_fatal(e: BaseException) -> bool:
-    from redact.errors import ModelError
+    from redact.errors import is_fatal
 
-    return isinstance(e, ModelError | MemoryError)
+    return is_fatal(e)
 
 
 # ---------------------------------------------------------------------------- phase 1

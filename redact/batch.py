@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from redact.engine import Redactor
-from redact.errors import ImageError, RedactError
+from redact.errors import ImageError, RedactError, is_fatal
 from redact.imageio import SUFFIXES, DecodedImage
 from redact.types import Detections
 
@@ -138,7 +138,9 @@ def redact_files(
             dets = redactor.detect(image)
             _render_write(redactor, image, dets, out_dir / job.rel)
             return dets, None
-        except (ImageError, OSError) as e:
+        except Exception as e:  # per-image errors are data; the batch and its report go on
+            if is_fatal(e):
+                raise
             return None, _message(job, e)
 
     def finish(job: ImageJob, dets: Detections | None, error: str | None) -> None:
@@ -184,7 +186,12 @@ def redact_files(
 
 
 def _message(job: ImageJob, e: BaseException) -> str:
-    msg = str(e) if isinstance(e, ImageError) else f"{job.rel}: {e.strerror if isinstance(e, OSError) else e}"
+    if isinstance(e, ImageError):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        msg = f"{job.rel}: {e.strerror or e}"
+    else:  # unforeseen: keep the type, it is what a bug report needs
+        msg = f"{job.rel}: {type(e).__name__}: {e}"
     return msg if msg.startswith(job.rel) else f"{job.rel}: {msg}"
 
 

@@ -17,3 +17,9 @@ class ImageError(RedactError):
     """One image cannot be decoded or encoded. Per-image: callers report it as data."""
 
     exit_code = 1
+
+
+def is_fatal(e: BaseException) -> bool:
+    """Errors that end a whole batch (no model, no memory); every other error fails only the
+    image or frame it happened to."""
+    return isinstance(e, ModelError | MemoryError)

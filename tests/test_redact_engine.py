@@ -187,3 +187,42 @@ def test_batch_output_is_the_same_with_concurrent_workers(shared: Path, tmp_path
     assert thread_layout(0, "onnxruntime", "cpu", 4) == (1, 4)
     assert thread_layout(3, "onnxruntime", "cpu", None) == (1, 3)
     assert thread_layout(0, "torch", "cuda", 8) == (8, 1)
+
+
+def test_batch_fails_only_the_image_an_unexpected_error_hits(shared: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-image errors are data: an error nobody foresaw (a runtime refusing a shape, a bug in
+    one path) fails that image, not the batch and its report; a missing model still stops it."""
+    from redact.batch import collect_inputs, redact_files
+    from redact.errors import ModelError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in sorted((shared / "faces-group-photos" / "images").glob("*.jpg"))[:3]:
+        (src / n.name).write_bytes(n.read_bytes())
+    jobs = collect_inputs([src])
+    r = Redactor(RedactConfig(detector=DetectorSection(plate_backend="none")), threads=1)
+    real = r.detect
+    victim = jobs[1].rel
+
+    def detect(image, **kw):  # type: ignore[no-untyped-def]
+        if image.name == victim:
+            raise RuntimeError("the runtime refused this input")
+        return real(image, **kw)
+
+    monkeypatch.setattr(r, "detect", detect)
+    summary, records = redact_files(r, jobs, tmp_path / "out", workers=2)
+    assert (summary.images, summary.ok, summary.failed) == (3, 2, 1)
+    bad = next(rec for rec in records if rec["image"] == victim)
+    assert bad["status"] == "failed" and bad["detections"] == []
+    assert bad["error"].startswith(victim) and "the runtime refused this input" in bad["error"]
+    assert not (tmp_path / "out" / victim).exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "in").iterdir()) == sorted(
+        Path(j.rel).name for j in jobs if j.rel != victim)
+
+    def no_model(image, **kw):  # type: ignore[no-untyped-def]
+        raise ModelError("weights missing")
+
+    monkeypatch.setattr(r, "detect", no_model)
+    with pytest.raises(ModelError):
+        redact_files(r, jobs, tmp_path / "out2", workers=2)
