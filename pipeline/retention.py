@@ -52,7 +52,7 @@ def parse_age(text: str) -> timedelta:
 class PurgeOutcome:
     session_id: str
     path: str
-    action: str  # purged | would-purge | kept
+    action: str  # purged | would-purge | kept | error (the session cannot be read)
     reason: str = ""
     frames: int = 0
     bytes: int = 0
@@ -86,6 +86,7 @@ def purge(
     now: datetime | None = None,
 ) -> list[PurgeOutcome]:
     """Delete raw frames of sessions whose verified publication covers them (see module doc)."""
+    from capture.errors import CaptureError
     from capture.session import SessionReader, delete_frames, iter_sessions, shred_session_key
 
     now = now or datetime.now(UTC)
@@ -96,10 +97,14 @@ def purge(
         raise ConfigError(f"{publish_dir}: publish folder not found")
     out: list[PurgeOutcome] = []
     for path in iter_sessions(sessions_root):
-        reader = SessionReader(path)
-        sid = reader.session_id
-        frames = reader.frames()
-        deleted = reader.deletions()
+        try:
+            reader = SessionReader(path)
+            sid = reader.session_id
+            frames = reader.frames()
+            deleted = reader.deletions()
+        except CaptureError as e:  # one damaged session must not keep the others' raw frames
+            out.append(PurgeOutcome(path.name, str(path), "error", reason=f"cannot read session: {e}"))
+            continue
         oc = PurgeOutcome(sid, str(path), "kept")
         out.append(oc)
         remaining = [r for r in frames if r.frame_id not in deleted.frame_ids and (path / r.file).exists()]

@@ -105,6 +105,21 @@ def test_purge_refuses_unverified_or_incomplete(published: tuple[Path, Path]) ->
     assert f"kept    {sess.name}: not published" in r.stdout
 
 
+def test_purge_goes_on_past_an_unreadable_session(published: tuple[Path, Path]) -> None:
+    """One damaged session is reported (exit 1), not a reason to keep every other raw frame."""
+    root, out = published
+    sess = next(root.iterdir())
+    broken = root / "00000000T000000Z-broken"  # sorted first: reached before the good one
+    (broken / "frames").mkdir(parents=True)
+    (broken / "session.json").write_text('{"format": "streetveil-session", ')
+    r = run_cli("purge", str(root), "--raw-older-than", "1h", "--publish-dir", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"purged {sess.name}: {JOB_FRAMES} raw frames" in r.stdout
+    assert f"error   {broken.name}: cannot read session: " in r.stdout and "session.json" in r.stdout
+    assert list((sess / "frames").iterdir()) == []
+    assert "1 session(s) could not be read" in r.stderr
+
+
 def test_purge_encrypted_session_crypto_shreds(tmp_path: Path) -> None:
     from capture.crypto import generate_keypair, load_public_key
     from pipeline.sample import make_sample_session

@@ -130,7 +130,7 @@ def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, 
     is an audit record in the session's published chain."""
     from datetime import timedelta
 
-    from pipeline.errors import ConfigError
+    from pipeline.errors import ConfigError, ItemsFailed
     from pipeline.retention import parse_age, purge
 
     cfg = load_nightly(config)
@@ -141,14 +141,17 @@ def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, 
                           "--publish-dir DIR or [retention] publish_dir")
     outcomes = purge(sessions_root, Path(pub), older_than=age, dry_run=dry_run)
     for o in outcomes:
-        if o.action == "kept":
-            click.echo(f"kept    {o.session_id}: {o.reason}")
+        if o.action in ("kept", "error"):
+            click.echo(f"{o.action:7} {o.session_id}: {o.reason}")
         else:
             what = f"{o.frames} raw frames, {o.bytes / 1e6:.1f} MB" + (", session key (crypto-shredding)"
                                                                        if o.crypto_shredded else "")
             click.echo(f"{'would purge' if dry_run else 'purged'} {o.session_id}: {what}")
-    done = [o for o in outcomes if o.action != "kept"]
+    done = [o for o in outcomes if o.action in ("purged", "would-purge")]
     click.echo(f"{len(done)} of {len(outcomes)} session(s) {'would be ' if dry_run else ''}purged")
+    errors = [o for o in outcomes if o.action == "error"]
+    if errors:
+        raise ItemsFailed(f"{len(errors)} session(s) could not be read; their raw frames were left as they are")
 
 
 def redact_sessions(sessions: list[Path], out_dir: Path, config: Path | None, redact_cfg: Any,
