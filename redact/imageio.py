@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from PIL import Image, JpegImagePlugin
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from redact.errors import ImageError
 from redact.exif import load_exif, orientation_of
@@ -141,6 +141,9 @@ def decode_image(data: bytes, *, name: str) -> DecodedImage:
         raise
     except Image.DecompressionBombWarning as e:
         raise ImageError(f"{name}: image too large ({e})") from None
+    except UnidentifiedImageError:  # Pillow's message names its BytesIO, not the file
+        raise ImageError(f"{name}: not an image file (format not recognised; supported: "
+                         f"{', '.join(FORMATS)})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
         raise ImageError(f"{name}: cannot decode image: {e}") from None
     return DecodedImage(
