@@ -228,7 +228,6 @@ class SessionWriter:
         self.counters.setdefault("fixes", 0)
         self._frames_fd = os.open(self.path / FRAMES_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         self._track_fd = os.open(self.path / TRACK_JSONL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
-        self._fixes_since_gpx = 0
         self._closed = False
         self._encrypted_without_key = False
 
@@ -448,7 +447,6 @@ class SessionWriter:
         self._check_open()
         os.write(self._track_fd, (json.dumps(fix_to_json(fix), separators=(",", ":")) + "\n").encode())
         self.counters["fixes"] += 1
-        self._fixes_since_gpx += 1
         self._pending.dirty = True
         self._maybe_sync()
 
@@ -457,7 +455,9 @@ class SessionWriter:
         self.counters[name] = self.counters.get(name, 0) + n
 
     def flush(self) -> None:
-        """Make everything written so far durable."""
+        """Make everything written so far durable. (track.gpx is derived from the journal at
+        close and at recovery only: rewriting it here, from the whole journal, made each flush
+        slower as the drive went on, in the capture loop's thread.)"""
         if self._closed:
             return
         os.fsync(self._frames_fd)
@@ -465,8 +465,6 @@ class SessionWriter:
         fsync_dir(self.path / FRAMES_DIR)
         fsync_dir(self.path)
         self._pending = _Pending()
-        if self._fixes_since_gpx >= 60:
-            self._write_gpx()
 
     def close(self, *, end: datetime | None = None) -> Path:
         """Flush, write track.gpx and the final session.json (status 'closed')."""
@@ -504,7 +502,6 @@ class SessionWriter:
     def _write_gpx(self) -> None:
         fixes = [fix_from_json(o) for _, o in read_jsonl(self.path / TRACK_JSONL)[0]]
         atomic_write_text(self.path / TRACK_GPX, fixes_to_gpx(fixes, self.session_id), mode=FILE_MODE)
-        self._fixes_since_gpx = 0
 
 
 def _seq_of(rel: str) -> int:

@@ -69,6 +69,22 @@ def test_session_files_are_readable_by_the_batch_group_only(tmp_path: Path) -> N
         assert stat.S_IMODE(p.stat().st_mode) == 0o640, p  # not 0600 (the batch user), not world
 
 
+def test_flush_journals_fixes_without_rewriting_track_gpx(tmp_path: Path) -> None:
+    """Flushes (once a second while capturing) only fsync the journal: a GPX rewritten from the
+    whole journal on each of them costs more with every fix of a long drive. track.gpx is made
+    from the journal at close (and at recovery after a crash)."""
+    w = SessionWriter.create(tmp_path, META, start=T0)
+    for i in range(300):
+        w.add_fix(Fix(time=T0 + timedelta(seconds=i), lat=35.0 + i * 1e-5, lon=139.0))
+        if i % 50 == 0:
+            w.flush()
+    w.flush()
+    assert not (w.path / "track.gpx").exists()
+    assert len(SessionReader(w.path).fixes()) == 300  # readers use the journal
+    d = w.close()
+    assert (d / "track.gpx").read_text().count("<trkpt") == 300
+
+
 def test_times_must_increase_in_writer(tmp_path: Path) -> None:
     w = SessionWriter.create(tmp_path, META, start=T0)
     w.add_frame(_jpeg(0), time=T0, position_source="none")
