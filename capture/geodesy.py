@@ -6,9 +6,8 @@ capture frames its error (< 0.5 %) is far below GPS noise, and it is cheap on th
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
 
@@ -76,11 +75,3 @@ def valid_wgs84(lat: float | None, lon: float | None) -> bool:
         and -90 <= lat <= 90
         and -180 <= lon <= 180
     )
-
-
-def cumulative_m(points: Sequence[tuple[float, float]]) -> list[float]:
-    """Distance along a polyline at each vertex, starting at 0."""
-    out = [0.0]
-    for a, b in itertools.pairwise(points):
-        out.append(out[-1] + distance_m(a[0], a[1], b[0], b[1]))
-    return out

@@ -144,21 +144,6 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._remote(rel), recursive=True)
 
-    def put_file(self, local: Path, rel: str) -> None:
-        """Copy a local file into the store (a hard link when both are on one local disk)."""
-        p = self.local
-        if p is not None:
-            target = p / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            try:
-                os.link(local, target)
-            except OSError:
-                shutil.copyfile(local, target)
-            return
-        self.write_bytes(rel, Path(local).read_bytes())
-
 
 # ---------------------------------------------------------------------------- sessions
 

@@ -312,7 +312,3 @@ def unwrap(xyxy: np.ndarray, score: np.ndarray, width: int) -> tuple[np.ndarray,
     boxes = np.concatenate([xyxy[inside], shifted, right, left])
     scores = np.concatenate([score[inside], score[past], score[across], score[across]])
     return boxes.astype(np.float32), scores.astype(np.float32)
-
-
-def pad_to_stride(v: int) -> int:
-    return -(-v // STRIDE) * STRIDE

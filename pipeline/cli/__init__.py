@@ -8,7 +8,6 @@ onnxruntime, so subcommands import the library inside their function bodies.
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 
@@ -101,7 +100,3 @@ def _print_details(e: BaseException) -> None:
     if problems:
         for p in problems:
             click.echo(f"  - {p}", err=True)
-
-
-def run() -> None:  # pragma: no cover - console_scripts shim
-    sys.exit(main())
