@@ -193,6 +193,15 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         return []
 
 
+def latest_frame_records(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The last ``frame`` record of every frame id in a session's chain: its current state."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("type") == "frame" and isinstance(r.get("frame_id"), str):
+            out[r["frame_id"]] = dict(r)
+    return out
+
+
 def verify_chain(path: Path, *, name: str | None = None) -> ChainReport:
     """Check every link of the chain in ``path``; never raises for bad content."""
     path = Path(path)

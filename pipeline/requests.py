@@ -174,15 +174,6 @@ def zones_path(publish_dir: Path) -> Path:
     return Path(publish_dir) / GOVERNANCE_DIR / ZONES_FILE
 
 
-def latest_frame_records(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last ``frame`` record of every frame id (its current state)."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("type") == "frame" and isinstance(r.get("frame_id"), str):
-            out[r["frame_id"]] = dict(r)
-    return out
-
-
 def basis_run(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The last nightly ``run`` record: the config, model and thresholds the published images
     were rendered with (a later run that rendered anything differently re-published it)."""
@@ -253,7 +244,7 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
             raise RequestError(f"a {spec.action} request needs a published session folder (PUBLISH_DIR/<session>)")
         sdir = publish_dir / sid
         feats = _feature_ids(sdir)
-        known = latest_frame_records(audit.read_records(sdir / audit.AUDIT_FILE))
+        known = audit.latest_frame_records(audit.read_records(sdir / audit.AUDIT_FILE))
         fid = str(spec.frame_id)
         if spec.action == "blur":
             f = feats.get(fid)
@@ -615,7 +606,7 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
     with PublishTxn.open(out, sid, keep_published=True) as txn:
         chain = txn.records()
         run = basis_run(chain)
-        latest = latest_frame_records(chain)
+        latest = audit.latest_frame_records(chain)
         params = _params_of(run)
         records: list[dict[str, Any]] = []
         published_before = len(txn.features)
@@ -748,7 +739,7 @@ def _renotice(txn: PublishTxn, chain: Sequence[Mapping[str, Any]], run: Mapping[
         records.append({"type": "notice-kept", "detail": f"notice not re-rendered ({why}); its image count is "
                                                          "stale until the next nightly run"})
         return
-    times = sorted(str(r["capture_time"]) for r in latest_frame_records(chain).values() if r.get("capture_time"))
+    times = sorted(str(r["capture_time"]) for r in audit.latest_frame_records(chain).values() if r.get("capture_time"))
     facts = SessionFacts(session_id=txn.session_id,
                          captured_span=f"{times[0]} to {times[-1]}" if times else "no frames",
                          published=len(txn.features),

@@ -69,14 +69,6 @@ def _session_end(doc: dict[str, Any], frames: list[FrameRecord]) -> datetime | N
     return parse_time(doc["created"]) if doc.get("created") else None
 
 
-def _latest_frame_records(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    latest: dict[str, dict[str, Any]] = {}
-    for r in records:
-        if r.get("type") == "frame" and isinstance(r.get("frame_id"), str):
-            latest[r["frame_id"]] = r
-    return latest
-
-
 def purge(
     sessions_root: Path,
     publish_dir: Path,
@@ -124,7 +116,7 @@ def purge(
         if not report.ok:
             oc.reason = f"publication does not verify: {report.problems[0]}"
             continue
-        latest = _latest_frame_records(audit.read_records(pub / audit.AUDIT_FILE))
+        latest = audit.latest_frame_records(audit.read_records(pub / audit.AUDIT_FILE))
         uncovered = [r for r in remaining
                      if latest.get(r.frame_id, {}).get("status") not in ("ok", "excluded")
                      or latest[r.frame_id].get("raw_sha256") != r.sha256]

@@ -197,7 +197,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
 
     from pipeline.carry import carry_boxes, neighbour_order
     from pipeline.plan import overrides_from
-    from pipeline.requests import _params_of, basis_run, latest_frame_records
+    from pipeline.requests import _params_of, basis_run
     from redact.ops import redaction_boxes
 
     opts = opts or ReviewOptions()
@@ -210,7 +210,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
     run = basis_run(records) or {}
     thresholds = {k: float(v) for k, v in ((run.get("detectors") or {}).get("thresholds") or {}).items()}
     params = _params_of(run)
-    latest = latest_frame_records(records)
+    latest = audit.latest_frame_records(records)
     overrides = overrides_from(records)
     fc = json.loads((sdir / "frames.geojson").read_bytes())
     feats = {f["properties"]["frame_id"]: f for f in fc["features"]}
