@@ -56,7 +56,7 @@ def test_train_then_export_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
 
     from redact.nets import streetveil_from_onnx
 
-    net = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, seed=1), log_every=1)
+    net = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, chunk=2, seed=1), log_every=1)
     out = export.export_streetveil(net, tmp_path / "m.onnx", 0.42, "unit test")
     m = onnx.load(str(out))
     meta = {p.key: p.value for p in m.metadata_props}
@@ -79,10 +79,10 @@ def test_train_then_export_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
 
 
 def test_training_is_reproducible_with_a_fixed_seed(tiny_cache: Path) -> None:
-    cfg = loop.TrainConfig(epochs=1, batch=4, seed=3)
+    cfg = loop.TrainConfig(epochs=1, batch=4, chunk=2, seed=3)
     a = loop.train(tiny_cache, graph.centerface_path(), cfg)
     b = loop.train(tiny_cache, graph.centerface_path(), cfg)
-    c = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, seed=4))
+    c = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, chunk=2, seed=4))
     sa, sb, sc = (n.plate.state_dict() for n in (a, b, c))
     assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
     assert not all(np.array_equal(sa[k].numpy(), sc[k].numpy()) for k in sa)

@@ -21,7 +21,15 @@ import cv2
 import numpy as np
 
 from redact.train import compose
-from redact.train.render import PLATE_FAMILIES, SIGN_KINDS, Sprite, render_plate, render_sign
+from redact.train.render import (
+    CLUTTER_KINDS,
+    PLATE_FAMILIES,
+    SIGN_KINDS,
+    Sprite,
+    render_clutter,
+    render_plate,
+    render_sign,
+)
 
 CROP_W, CROP_H = 512, 320
 # Training share of each family: Japan first (the product's market), then what the real
@@ -233,6 +241,219 @@ def _clip_labels(labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return (np.array(pos, np.float32).reshape(-1, 4), np.array(ign, np.float32).reshape(-1, 4))
 
 
+# --- v2 training crops: several cameras, more clutter, larger plates, mined negatives ---------
+
+@dataclass(frozen=True, slots=True)
+class Background:
+    """A training background: a dashcam frame (with its labelled plates) or a frame of another
+    camera checked by eye to hold no plate of 8 px or more at its own size. ``max_scale`` caps
+    upscaling so unlabelled far plates (a few px) never grow into the scored sizes."""
+
+    key: str
+    source: str
+    boxes: np.ndarray = field(repr=False)
+    max_scale: float = 12.0
+    night: bool = False
+
+    def __post_init__(self) -> None:
+        if self.boxes.ndim != 2 or self.boxes.shape[1] != 4:
+            raise ValueError(f"{self.key}: boxes must be [N, 4], got {self.boxes.shape}")
+        if self.max_scale <= 0:
+            raise ValueError(f"{self.key}: max_scale must be positive")
+
+
+# Plate-free videos of other cameras (shared/data/video-gopro, MIT/Apache-2.0): a sidewalk with
+# shrubs, grass, olive trees, a glass facade and sky (GoPro MAX, parked cars far away: their
+# plates are <= 5 px, hence the 1.25 upscaling cap) and a drone flight along a cliff (sea,
+# clouds, dry vegetation, distant houses). The last 20 % of each clip is held out.
+VIDEO_BACKGROUNDS = (("max-heromode.mp4", 1.25), ("karma.mp4", 1.5))
+VIDEO_EVERY = 6
+SOURCE_WEIGHTS = {"dashcam": 0.55, "max-heromode.mp4": 0.3, "karma.mp4": 0.15}
+
+
+def dashcam_backgrounds(frames: list[Frame]) -> list[Background]:
+    return [Background(f"dashcam:{f.key}", "dashcam", f.boxes, 12.0, f.ride.startswith("night")) for f in frames]
+
+
+def video_backgrounds(root: Path, val_frac: float = 0.2) -> tuple[list[Background], list[Background]]:
+    """(train, held-out) frames of the plate-free videos: every ``VIDEO_EVERY``-th frame, split
+    by time like the dashcam rides."""
+    import cv2 as _cv2
+
+    train: list[Background] = []
+    held: list[Background] = []
+    z = np.zeros((0, 4), np.float32)
+    for name, cap in VIDEO_BACKGROUNDS:
+        path = root / name
+        vc = _cv2.VideoCapture(str(path))
+        n = int(vc.get(_cv2.CAP_PROP_FRAME_COUNT))
+        vc.release()
+        if n <= 0:
+            raise ValueError(f"{path}: cannot read video")
+        idx = list(range(0, n, VIDEO_EVERY))
+        cut = len(idx) - max(1, round(len(idx) * val_frac))
+        train += [Background(f"{name}#{i}", name, z, cap) for i in idx[:cut]]
+        held += [Background(f"{name}#{i}", name, z, cap) for i in idx[cut:]]
+    return train, held
+
+
+def load_backgrounds(bgs: list[Background], dashcam_root: Path, video_root: Path) -> list[np.ndarray]:
+    """RGB images of ``bgs`` in order (video frames decoded sequentially, once per video)."""
+    import cv2 as _cv2
+
+    out: dict[str, np.ndarray] = {}
+    by_video: dict[str, list[int]] = {}
+    for b in bgs:
+        if b.source == "dashcam":
+            out[b.key] = read_rgb(dashcam_root / b.key.split(":", 1)[1])
+        else:
+            name, i = b.key.rsplit("#", 1)
+            by_video.setdefault(name, []).append(int(i))
+    for name, wanted in by_video.items():
+        vc = _cv2.VideoCapture(str(video_root / name))
+        want = set(wanted)
+        k = 0
+        while want:
+            ok, bgr = vc.read()
+            if not ok:
+                raise ValueError(f"{video_root / name}: frame {k} unreadable (wanted {sorted(want)[:3]}...)")
+            if k in want:
+                out[f"{name}#{k}"] = _cv2.cvtColor(bgr, _cv2.COLOR_BGR2RGB)
+                want.discard(k)
+            k += 1
+        vc.release()
+    return [out[b.key] for b in bgs]
+
+
+def _pick_background(bgs: list[Background], rng: np.random.Generator) -> int:
+    sources = sorted({b.source for b in bgs})
+    p = np.array([SOURCE_WEIGHTS.get(s, 0.1) for s in sources])
+    src = sources[int(rng.choice(len(sources), p=p / p.sum()))]
+    idx = [i for i, b in enumerate(bgs) if b.source == src]
+    return idx[int(rng.integers(len(idx)))]
+
+
+def _target_height_v2(rng: np.random.Generator) -> float:
+    r = rng.random()
+    # v1 saw few plates over ~100 px whole; v2 gives close plates 40 % and keeps 8-16 px in.
+    lo, hi = (7, 16) if r < 0.22 else ((16, 64) if r < 0.6 else (64, 300))
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _fit(h: float, aspect: float, max_h: float) -> tuple[float, float]:
+    """(w, h) of a plate of height ``h`` that fits 95 % of the crop width and ``max_h``."""
+    h = min(h, max_h)
+    w = h * aspect
+    if w > 0.95 * CROP_W:
+        w = 0.95 * CROP_W
+        h = w / aspect
+    return w, h
+
+
+def _paste_clutter(crop: np.ndarray, labels: list[np.ndarray], rng: np.random.Generator, n: int,
+                   light: float, soft: float) -> None:
+    """``n`` hard negatives (v1 signs and v2 clutter) that do not overlap a plate."""
+    for _ in range(n):
+        if rng.random() < 0.5:
+            sg = render_sign(SIGN_KINDS[int(rng.integers(len(SIGN_KINDS)))], rng)
+        else:
+            sg = render_clutter(CLUTTER_KINDS[int(rng.integers(len(CLUTTER_KINDS)))], rng)
+        sg = compose.wear(sg, rng)
+        w, h = _fit(float(np.exp(rng.uniform(np.log(8), np.log(0.8 * CROP_H)))), _aspect(sg), 0.9 * CROP_H)
+        cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(h / 2, CROP_H - h / 2)
+        q = compose.random_quad(cx, cy, w, h, rng, max_yaw=0.4)
+        if _iou_any(compose.quad_box(q), labels, 0.05):
+            continue
+        compose.paste(crop, sg, q, rng, light=light, soften=soft)
+
+
+def make_sample_v2(bgs: list[Background], images: list[np.ndarray], rng: np.random.Generator,
+                   anchor: tuple[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A v2 training crop (as ``make_sample``) from several cameras' backgrounds. With
+    ``anchor`` = (background index, box), the crop is centred on that box — a false detection
+    of an earlier model (hard-negative mining) — at about its own size."""
+    if anchor is not None:
+        i, abox = anchor
+    else:
+        i = _pick_background(bgs, rng)
+    bg, img = bgs[i], images[i]
+    H, W = img.shape[:2]
+    real = bg.boxes
+    th = _target_height_v2(rng)
+    sp = _plate_sprite(pick_family(rng), rng)
+    mode = rng.random()
+    s_min = max(CROP_W / W, CROP_H / H)
+    if anchor is not None:
+        replace = keep_real = False
+        n_extra = int(rng.random() < 0.5)
+        s = float(np.exp(rng.uniform(np.log(0.7), np.log(1.4))))
+        ax, ay = (abox[0] + abox[2]) / 2, (abox[1] + abox[3]) / 2
+    elif len(real):
+        replace, keep_real = mode < 0.55, 0.55 <= mode < 0.7
+        n_extra = int(rng.integers(0, 3)) + (0 if replace or keep_real else 1)
+    else:
+        replace = keep_real = False
+        n_extra = 0 if mode < 0.3 else int(rng.integers(1, 4))  # 30 % pure negatives
+    if replace or keep_real:
+        k = int(rng.integers(len(real)))
+        a = real[k]
+        ah = float(np.ptp(_cover_quad(a, sp, rng)[:, 1])) if replace else float(a[3] - a[1])
+        if keep_real:
+            th = float(np.clip(th, 0.5 * ah, 3.0 * ah))
+        s = th / max(ah, 1.0)
+        ax, ay = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
+    elif anchor is None:
+        s = float(np.exp(rng.uniform(np.log(0.35), np.log(2.5))))
+        ax, ay = rng.uniform(0, W), rng.uniform(H * 0.2, H)
+    s = float(np.clip(s, s_min, max(s_min, min(12.0, bg.max_scale))))
+    cw, ch = CROP_W / s, CROP_H / s
+    x0 = float(np.clip(ax - rng.uniform(0.15, 0.85) * cw, 0, max(0.0, W - cw)))
+    y0 = float(np.clip(ay - rng.uniform(0.15, 0.85) * ch, 0, max(0.0, H - ch)))
+    m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float32)
+    crop = cv2.warpAffine(img, m, (CROP_W, CROP_H), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    flip = rng.random() < 0.5
+    if flip:
+        crop = crop[:, ::-1].copy()
+    boxes = (real.reshape(-1, 2, 2) * s - [x0 * s, y0 * s]).reshape(-1, 4)
+    if flip:
+        boxes = boxes[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [CROP_W, 0, CROP_W, 0]
+    is_night = bg.night
+    if not is_night and rng.random() < 0.2:
+        crop = compose.night(crop, rng)
+        is_night = True
+    soft = float(rng.uniform(0.0, 1.0)) * min(1.5, max(0.0, s - 1.0) * 0.5 + 0.4)
+    light = float(rng.uniform(0.9, 1.6)) * (0.55 if is_night else 1.0)
+    labels: list[np.ndarray] = []
+    real_keep = np.ones(len(boxes), bool)
+    if replace:
+        order = [k] + [j for j in range(len(boxes)) if j != k and rng.random() < 0.5]
+        for n, j in enumerate(order):
+            spj = sp if n == 0 else _plate_sprite(pick_family(rng), rng)
+            labels.append(compose.paste(crop, spj, _cover_quad(boxes[j], spj, rng), rng, light=light, soften=soft))
+            real_keep[j] = False
+    labels += list(boxes[real_keep])
+    blocked = list(labels)
+    if anchor is not None:  # keep the mined region itself free of pasted plates
+        mb = (np.asarray(abox, np.float32).reshape(2, 2) * s - [x0 * s, y0 * s]).reshape(4)
+        blocked.append(np.array([CROP_W - mb[2], mb[1], CROP_W - mb[0], mb[3]], np.float32) if flip else mb)
+    for n in range(n_extra):
+        spx = sp if n == 0 and not replace else _plate_sprite(pick_family(rng), rng)
+        h0 = th if n == 0 else th * float(rng.uniform(0.4, 1.6))
+        w, h = _fit(max(6.0, h0), _aspect(spx), 0.92 * CROP_H)
+        cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(h / 2, CROP_H - h / 2)
+        q = compose.random_quad(cx, cy, w, h, rng)
+        if _iou_any(compose.quad_box(q), blocked, 0.05):
+            continue
+        b = compose.paste(crop, spx, q, rng, light=light, soften=soft)
+        labels.append(b)
+        blocked.append(b)
+    if rng.random() < 0.85:
+        _paste_clutter(crop, blocked, rng, int(rng.integers(1, 6)), light, soft)
+    crop = compose.camera(crop, rng)
+    return (crop, *_clip_labels(labels))
+
+
 # --- validation scenes -------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -311,5 +532,22 @@ def family_aspect(family: str) -> float:
     return 2.0 if family.startswith("jp_") else _ASPECT[family]
 
 
-__all__ = ["CROP_H", "CROP_W", "HEIGHT_BANDS", "PLATE_FAMILIES", "Frame", "Scene", "load_dashcam",
-           "make_sample", "read_rgb", "sign_scene", "synthetic_scene", "time_split"]
+__all__ = [
+    "CROP_H",
+    "CROP_W",
+    "HEIGHT_BANDS",
+    "PLATE_FAMILIES",
+    "Background",
+    "Frame",
+    "Scene",
+    "dashcam_backgrounds",
+    "load_backgrounds",
+    "load_dashcam",
+    "make_sample",
+    "make_sample_v2",
+    "read_rgb",
+    "sign_scene",
+    "synthetic_scene",
+    "time_split",
+    "video_backgrounds",
+]

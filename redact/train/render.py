@@ -409,3 +409,116 @@ def render_sign(kind: str, rng: np.random.Generator, h: int = 96) -> Sprite:
             _put(img, _ink(f"{_digits(rng, 3)}", "mono_bold", 64, digit_col), (0.1 * w, y0 + 0.1 * hh / rows, 0.9 * w, y0 + 0.9 * hh / rows), keep_aspect=True)
         return _finish(img, kind)
     raise ValueError(f"unknown sign kind {kind!r}; expected one of {SIGN_KINDS}")
+
+
+# --- v2 clutter: more non-plate content, drawn only into training crops -----------------------
+# Kept apart from SIGN_KINDS so the v1 sign validation scenes stay exactly as they were.
+CLUTTER_KINDS = ("lettering", "grille", "windows", "branches", "foliage", "stripes", "led_bar", "banner")
+
+
+def render_clutter(kind: str, rng: np.random.Generator, h: int = 96) -> Sprite:
+    """Non-plate texture and text seen near cars and along streets: bare lettering on vans and
+    shop fronts, radiator grilles, window grids on facades, bare branches against the sky,
+    foliage, fence pickets / road stripes, LED bars, vertical banners."""
+    if kind == "lettering":  # text painted on a van, a wall or a shop window: no plate frame
+        text, key = _sign_text(rng)
+        if rng.random() < 0.4:
+            text = f"{text} {_digits(rng, 2)}-{_digits(rng, 4)}"
+        layer = _ink(text, key, 64, (*_rand_colour(rng, 0, 256), 255))
+        img = Image.new("RGBA", (layer.width + 8, layer.height + 8), (0, 0, 0, 0))
+        img.alpha_composite(layer, (4, 4))
+        return _finish(img, kind)
+    if kind == "grille":
+        w = int(h * float(rng.uniform(1.5, 5.0)))
+        base = _rand_colour(rng, 0, 70)
+        img = Image.new("RGBA", (w, h), (*base, 255))
+        d = ImageDraw.Draw(img)
+        bar = _rand_colour(rng, 90, 230)
+        n = int(rng.integers(3, 10))
+        for k in range(n):
+            y = (k + 0.5) * h / n
+            d.line((0, y, w, y), fill=bar, width=max(1, int(h / n * float(rng.uniform(0.2, 0.5)))))
+        if rng.random() < 0.5:
+            for k in range(int(rng.integers(4, 20))):
+                x = (k + 0.5) * w / 20
+                d.line((x, 0, x, h), fill=bar, width=max(1, h // 30))
+        return _finish(img, kind, radius=float(rng.uniform(0, 0.3)) * h)
+    if kind == "windows":
+        cols, rows = int(rng.integers(2, 7)), int(rng.integers(1, 4))
+        w = int(h * cols / rows * float(rng.uniform(0.6, 1.4)))
+        wall = _rand_colour(rng, 60, 240)
+        img = Image.new("RGBA", (w, h), (*wall, 255))
+        d = ImageDraw.Draw(img)
+        glass = _rand_colour(rng, 10, 120)
+        for r in range(rows):
+            for c in range(cols):
+                x0, y0 = (c + 0.15) * w / cols, (r + 0.15) * h / rows
+                x1, y1 = (c + 0.85) * w / cols, (r + 0.85) * h / rows
+                d.rectangle((x0, y0, x1, y1), fill=glass, outline=_rand_colour(rng, 150, 256), width=max(1, h // 40))
+        return _finish(img, kind)
+    if kind == "branches":  # dark twigs against a bright sky (the 4K-frame false detections)
+        w = int(h * float(rng.uniform(1.0, 4.0)))
+        img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        d = ImageDraw.Draw(img)
+        col = (*_rand_colour(rng, 10, 80), 255)
+        for _ in range(int(rng.integers(3, 12))):
+            x, y = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+            a = float(rng.uniform(0, 2 * np.pi))
+            for _ in range(int(rng.integers(4, 14))):
+                a += float(rng.normal(0, 0.5))
+                step = float(rng.uniform(0.05, 0.2)) * h
+                nx, ny = x + step * np.cos(a), y + step * np.sin(a)
+                d.line((x, y, nx, ny), fill=col, width=max(1, int(h * float(rng.uniform(0.005, 0.03)))))
+                if rng.random() < 0.5:
+                    rad = float(rng.uniform(0.005, 0.03)) * h
+                    d.ellipse((nx - rad, ny - rad, nx + rad, ny + rad), fill=(*_rand_colour(rng, 20, 120), 255))
+                x, y = nx, ny
+        return _finish(img, kind)
+    if kind == "foliage":
+        w = int(h * float(rng.uniform(1.0, 4.0)))
+        img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        d = ImageDraw.Draw(img)
+        g = int(rng.integers(60, 160))
+        for _ in range(int(rng.integers(40, 200))):
+            cx, cy = float(rng.uniform(0, w)), float(rng.uniform(0, h))
+            rx, ry = float(rng.uniform(0.01, 0.06)) * h, float(rng.uniform(0.01, 0.06)) * h
+            v = int(rng.integers(-50, 60))
+            fill = (int(np.clip(g * 0.5 + v, 0, 255)), int(np.clip(g + v, 0, 255)), int(np.clip(g * 0.35 + v, 0, 255)), 255)
+            d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=fill)
+        return _finish(img, kind)
+    if kind == "stripes":  # fence pickets, zebra crossings, railings
+        w = int(h * float(rng.uniform(1.5, 6.0)))
+        img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+        d = ImageDraw.Draw(img)
+        col = (*_rand_colour(rng, 150, 256), 255)
+        n = int(rng.integers(4, 16))
+        vertical = rng.random() < 0.6
+        for k in range(n):
+            if vertical:
+                x = (k + 0.25) * w / n
+                d.rectangle((x, 0, x + 0.5 * w / n, h), fill=col)
+            else:
+                y = (k + 0.25) * h / n
+                d.rectangle((0, y, w, y + 0.5 * h / n), fill=col)
+        return _finish(img, kind)
+    if kind == "led_bar":  # dot-matrix bus destination / shop LED ticker
+        w = int(h * float(rng.uniform(3.0, 9.0)))
+        hh = max(8, int(h * 0.4))
+        img = Image.new("RGBA", (w, hh), (15, 15, 15, 255))
+        text, key = _sign_text(rng)
+        led = [(255, 140, 0), (255, 40, 30), (40, 255, 80), (240, 240, 240)][int(rng.integers(4))]
+        _put(img, _ink(text, key, 64, led), (0.03 * w, 0.1 * hh, 0.97 * w, 0.9 * hh), keep_aspect=True)
+        return _finish(img, kind)
+    if kind == "banner":  # vertical shop banners (Japan) and poles with text
+        text, key = _sign_text(rng)
+        w = max(8, int(h * float(rng.uniform(0.2, 0.45))))
+        hh = int(h * 1.5)
+        bg = _rand_colour(rng, 0, 256)
+        fg = _rand_colour(rng, 0, 90) if sum(bg) > 380 else _rand_colour(rng, 170, 256)
+        img = Image.new("RGBA", (w, hh), (*bg, 255))
+        n = max(1, len(text))
+        for k, ch in enumerate(text[:8]):
+            _put(img, _ink(ch, key if not ch.isascii() else "sans_bold", 48, fg),
+                 (0.1 * w, (k + 0.1) * hh / min(n, 8), 0.9 * w, (k + 0.9) * hh / min(n, 8)), keep_aspect=True)
+        return _finish(img, kind)
+    raise ValueError(f"unknown clutter kind {kind!r}; expected one of {CLUTTER_KINDS}")
