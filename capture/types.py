@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 PositionSource = Literal["fix", "interpolated", "none"]
 POSITION_SOURCES: tuple[str, ...] = ("fix", "interpolated", "none")
+# As in schemas/frame.schema.json: ids become published file names; files stay in frames/.
+FRAME_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FRAME_FILE_RE = re.compile(r"^frames/(?!\.\.?$)[A-Za-z0-9._-]+$")
 
 
 def _check_latlon(lat: float, lon: float) -> None:
@@ -116,6 +120,11 @@ class FrameRecord:
             raise ValueError(f"heading {self.heading} outside [0, 360]")
         if len(self.sha256) != 64:
             raise ValueError("sha256 must be 64 hex characters")
+        # Readers unlink and publish by these (purge, takedowns): never a path out of the session.
+        if not FRAME_ID_RE.match(self.frame_id):
+            raise ValueError(f"frame_id {self.frame_id!r} is not a safe id (letters, digits, ._-)")
+        if not FRAME_FILE_RE.match(self.file):
+            raise ValueError(f"file {self.file!r} is not a file in frames/")
 
     @property
     def point(self) -> GeoPoint | None:

@@ -132,6 +132,26 @@ def test_check_finds_damage(tmp_path: Path, damage: str) -> None:
     assert expect in r.stderr
 
 
+@pytest.mark.parametrize(("key", "value"), [("file", "frames/../../outside.jpg"), ("file", "../outside.jpg"),
+                                            ("file", "frames/.."), ("frame_id", "../000001")])
+def test_reader_refuses_records_pointing_out_of_the_session(tmp_path: Path, key: str, value: str) -> None:
+    """Purge and takedowns unlink ``session / rec.file`` and publish ``images/<frame_id>.jpg``:
+    a record naming anything else is an invalid record, never a path to follow."""
+    d = _write_session(tmp_path / "s")
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"not yours")
+    lines = _frames_lines(d)
+    rec = json.loads(lines[0])
+    rec[key] = value
+    lines[0] = json.dumps(rec) + "\n"
+    (d / "frames.jsonl").write_text("".join(lines))
+    with pytest.raises(SessionError, match=f"line 1: invalid record: {key}"):
+        SessionReader(d).frames()
+    with pytest.raises(SessionInvalid):
+        check_session(d)
+    assert outside.read_bytes() == b"not yours"
+
+
 def test_torn_last_line_is_reported_not_fatal(tmp_path: Path) -> None:
     d = _write_session(tmp_path)
     with open(d / "frames.jsonl", "a") as f:
