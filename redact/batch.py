@@ -91,6 +91,10 @@ def collect_inputs(inputs: Sequence[Path], out_dir: Path | None = None) -> list[
         if j.rel in seen and seen[j.rel] != j.src.resolve():
             raise RedactError(f"two inputs would both be written as {j.rel}: {seen[j.rel]} and {j.src}")
         seen[j.rel] = j.src.resolve()
+        if out_abs is not None and (out_abs / j.rel).resolve() == seen[j.rel]:
+            # The original would be replaced by its redacted copy: choose another --out.
+            raise RedactError(f"{j.src}: the output {out_abs / j.rel} is this input itself; "
+                              "give an --out folder that does not hold the inputs")
     return jobs
 
 

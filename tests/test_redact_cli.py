@@ -51,6 +51,15 @@ def test_redact_mirrors_inputs_reports_and_fails_only_the_broken_image(inputs: d
     assert set(faces[0]) == {"class", "box", "score"} and len(faces[0]["box"]) == 4
 
 
+def test_output_never_overwrites_an_input(inputs: dict[str, Path]) -> None:
+    single = inputs["single"]
+    before = single.read_bytes()
+    r = run_cli("redact", str(single), "--out", str(single.parent))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{single}: the output" in r.stderr and "is this input itself" in r.stderr
+    assert single.read_bytes() == before
+
+
 def test_thresholds_from_flags_and_config(inputs: dict[str, Path]) -> None:
     src = inputs["shots"] / "sub" / "a.jpg"
     cfg = inputs["root"] / "redact.toml"
