@@ -83,7 +83,7 @@ class Redactor:
         self.model_hash = hashlib.sha256(blob.encode()).hexdigest()
         classes = {c for x in self.detectors for c in x.classes}
         if "plate" not in classes:
-            log.info("no plate detector configured (plate_backend = %r): plates are NOT redacted",
+            log.warning("no plate detector configured (plate_backend = %r): plates are NOT redacted",
                         config.detector.plate_backend)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -32,6 +32,16 @@ def group_jpeg(shared: Path) -> tuple[bytes, list[list[float]]]:
     return (d / "images" / "0000.jpg").read_bytes(), labels["images/0000.jpg"]
 
 
+def test_no_plate_detector_is_a_visible_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Operators run at the default log level (warnings): a config that redacts no plates must
+    say so there, not at INFO."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="redact.engine"):
+        Redactor(RedactConfig(detector=DetectorSection(plate_backend="none")), threads=1)
+    assert any(r.levelno == logging.WARNING and "plates are NOT redacted" in r.getMessage() for r in caplog.records)
+
+
 def test_info_and_model_hash_describe_the_detectors(redactor: Redactor) -> None:
     info = redactor.info
     assert [d["name"] for d in info["detectors"]] == ["centerface", "plate-heuristic-interim"]
