@@ -41,7 +41,7 @@ from capture.crypto import KEY_FILE, FrameCipher, read_key_file, unwrap_key, wra
 from capture.errors import SessionError, SessionInvalid
 from capture.fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_dir
 from capture.geodesy import path_length_m, valid_wgs84
-from capture.types import Fix, FrameRecord, format_time, parse_time
+from capture.types import Fix, FrameRecord, format_time, gpx_time, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -686,9 +686,9 @@ class SessionReader:
         for trk in gpx.tracks:
             for seg in trk.segments:
                 for p in seg.points:
-                    if p.time is None:
-                        continue
-                    out.append(Fix(time=p.time.astimezone(UTC), lat=p.latitude, lon=p.longitude, alt=p.elevation))
+                    t = gpx_time(p.time)
+                    if t is not None:
+                        out.append(Fix(time=t, lat=p.latitude, lon=p.longitude, alt=p.elevation))
         return out
 
     def read_raw(self, rec: FrameRecord) -> bytes:

@@ -42,6 +42,14 @@ def parse_time(s: str) -> datetime:
     return t.astimezone(UTC)
 
 
+def gpx_time(t: datetime | None) -> datetime | None:
+    """A GPX time as UTC. GPX times are UTC by the format's definition, so one written without
+    a zone is UTC, never the local time of whichever machine reads it."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class GeoPoint:
     """A WGS84 position (degrees), optional ellipsoidal/MSL altitude in metres."""

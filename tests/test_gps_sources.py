@@ -32,6 +32,26 @@ def test_gopro_untimed_samples_get_times(shared: Path) -> None:
     assert fixes[0].speed == pytest.approx(1.046)  # speed2d extension
 
 
+def test_gpx_times_without_a_zone_are_utc_on_any_machine(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPX times are UTC by definition; one written without 'Z' must not take the reading
+    machine's time zone (the vehicle and the cluster would disagree)."""
+    import time
+    from datetime import UTC, datetime
+
+    path = shared / "gps" / "gpx" / "gpx1.1_with_all_fields.gpx"  # a trkpt time without a zone
+    got = {}
+    try:
+        for tz in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+            monkeypatch.setenv("TZ", tz)
+            time.tzset()
+            got[tz] = [f.time for f in read_gpx_fixes(path)]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert got["UTC"] == got["Asia/Tokyo"] == got["America/Los_Angeles"]
+    assert datetime(2013, 1, 1, 12, 0, 4, tzinfo=UTC) in got["Asia/Tokyo"]
+
+
 def test_gpx_without_times_is_a_clear_error(tmp_path: Path) -> None:
     p = tmp_path / "untimed.gpx"
     p.write_text('<gpx version="1.1" creator="t" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>'

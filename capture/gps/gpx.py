@@ -7,7 +7,7 @@ import logging
 import threading
 import time as _time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import gpxpy
 import gpxpy.gpx
 
 from capture.errors import GpsError
-from capture.types import Fix
+from capture.types import Fix, gpx_time
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def read_gpx_fixes(path: Path) -> list[Fix]:
     for trk in gpx.tracks:
         for seg in trk.segments:
             pts = seg.points
-            times = _fill_times([p.time.astimezone(UTC) if p.time else None for p in pts])
+            times = _fill_times([gpx_time(p.time) for p in pts])
             for p, t in zip(pts, times, strict=True):
                 if t is None:
                     continue
