@@ -204,6 +204,7 @@ class SessionOutcome:
     failed: int = 0
     skipped: int = 0  # results reused from the work area (already done)
     kept: int = 0  # published images kept as they were: raw deleted on purpose (in published, skipped)
+    kept_failed: int = 0  # failed this run, earlier publication kept (in published and failed)
     faces: int = 0
     plates: int = 0
     excluded: dict[str, int] = field(default_factory=dict)
@@ -230,7 +231,7 @@ class JobSummary:
 
     @property
     def processed(self) -> int:
-        return self.total("published") + self.total("failed") - self.total("skipped")
+        return self.total("published") + self.total("failed") - self.total("skipped") - self.total("kept_failed")
 
     @property
     def frames_per_s(self) -> float:
@@ -567,6 +568,9 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
 # ---------------------------------------------------------------------------- publishing
 
 
+KEPT_NOTE = "previous publication kept"
+
+
 def _frame_record(rec: FrameRecord, **kw: Any) -> dict[str, Any]:
     return {"type": "frame", "frame_id": rec.frame_id, "capture_time": format_time(rec.time),
             "raw_sha256": rec.sha256, **kw}
@@ -660,6 +664,21 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                                       error=f"publish: {e}")
             if res.status != "ok":
                 oc.failed += 1
+                # Fail closed means this run's render is not published, not that an image an
+                # earlier run published (and the audit chain vouches for) is taken down: a raw
+                # frame gone bad or a new config that fails on it would otherwise make a
+                # rerun silently shrink the published set. Only requests and zones remove
+                # published frames (handled above, before this loop).
+                if txn.keep_from_published(rec.frame_id):
+                    props = txn.features[rec.frame_id]["properties"]
+                    oc.published += 1
+                    oc.kept_failed += 1
+                    oc.faces += int(props.get("faces", 0))
+                    oc.plates += int(props.get("plates", 0))
+                    oc.failures.append((rec.frame_id, f"{res.error or 'unknown error'} ({KEPT_NOTE})"))
+                    records.append(_frame_record(rec, **where, status="failed", error=res.error, output_sha256=None,
+                                                 kept_output_sha256=props.get("sha256"), note=KEPT_NOTE))
+                    continue
                 oc.failures.append((rec.frame_id, res.error or "unknown error"))
                 records.append(_frame_record(rec, **where, status="failed", error=res.error, output_sha256=None))
                 continue
@@ -712,7 +731,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                   "excluded_no_position": oc.excluded.get(EXCLUDED_NO_POSITION, 0),
                   "excluded_deleted": oc.excluded.get(EXCLUDED_DELETED, 0),
                   "removed_by_request": oc.excluded.get(EXCLUDED_REQUEST, 0),
-                  "kept_raw_deleted": oc.kept}
+                  "kept_raw_deleted": oc.kept, "kept_failed": oc.kept_failed}
         committed = txn.commit(records, {"run_id": run_rec["run_id"], "counts": counts},
                                index={"run_id": run_rec["run_id"], "counts": counts})
     oc.manifest_sha256 = committed.manifest_sha256

@@ -246,6 +246,59 @@ def test_undecodable_frame_fails_closed_and_rerun_redoes_it(session_copy: tuple[
     assert verify_tree(out).ok
 
 
+def _corrupt(raw: Path) -> None:
+    data = bytearray(raw.read_bytes())
+    data[2000:2100] = bytes(100)
+    raw.write_bytes(bytes(data))
+
+
+def test_rerun_failure_keeps_the_earlier_publication(session_copy: tuple[Path, Path],
+                                                     serial_publication: Path) -> None:
+    """A frame published by an earlier run that fails in a later one (its raw frame went bad,
+    and a new carry setting needs it rendered again) keeps its published image and feature,
+    is audited as failed ("previous publication kept") and makes the run exit 1; a frame a zone
+    now covers is still taken down even though it failed too."""
+
+    from pipeline.cli.job_cmds import echo_summary
+    from pipeline.errors import EXIT_ITEMS_FAILED, ItemsFailed
+
+    session, out = session_copy
+    _run(session, out, _cfg())
+    sdir = out / session.name
+    oracle = _images(serial_publication)
+    assert _images(sdir) == oracle
+    feats_before = {f["properties"]["frame_id"]: f for f in json.loads((sdir / "frames.geojson").read_bytes())["features"]}
+    _corrupt(session / "frames" / "000004.jpg")
+    _corrupt(session / "frames" / "000006.jpg")
+    lon, lat = feats_before["000006"]["geometry"]["coordinates"]
+    d = 2e-5
+    zones = out.parent / "zones.geojson"
+    zones.write_text(json.dumps({"type": "Feature", "properties": {}, "geometry": {
+        "type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d],
+                                            [lon - d, lat + d], [lon - d, lat - d]]]}}))
+    s = _run(session, out, _cfg(carry_expand=1.6, exclusion_zones=zones))
+    oc = s.sessions[0]
+    images = _images(sdir)
+    assert images.get("000004.jpg") == oracle["000004.jpg"]  # the earlier image, byte for byte
+    assert oc.failed == 1 and oc.kept_failed == 1 and oc.excluded == {"exclusion-zone": 1}
+    assert oc.published == JOB_FRAMES - 1
+    assert oc.failures[0][0] == "000004" and "previous publication kept" in oc.failures[0][1]
+    assert "000006.jpg" not in images  # the zone removes it, failed or not
+    assert images["000003.jpg"] != oracle["000003.jpg"]  # the others were re-rendered with the new carry
+    feats = {f["properties"]["frame_id"]: f for f in json.loads((sdir / "frames.geojson").read_bytes())["features"]}
+    assert feats["000004"] == feats_before["000004"] and "000006" not in feats
+    recs = audit.read_records(sdir / "audit.jsonl")
+    last = [r for r in recs if r.get("frame_id") == "000004"][-1]
+    assert last["status"] == "failed" and last["note"] == "previous publication kept"
+    assert "does not match the sha256" in last["error"] and last["output_sha256"] is None
+    assert last["kept_output_sha256"] == hashlib.sha256(oracle["000004.jpg"]).hexdigest()
+    assert recs[-1]["counts"]["kept_failed"] == 1 and recs[-1]["counts"]["failed"] == 1
+    assert verify_tree(out).ok
+    with pytest.raises(ItemsFailed, match="kept the image an earlier run published") as e:
+        echo_summary(s)
+    assert e.value.exit_code == EXIT_ITEMS_FAILED
+
+
 def test_folder_of_sessions_and_usage_errors(job_session: Path, tmp_path: Path) -> None:
     from pipeline.job import expand_sessions
 

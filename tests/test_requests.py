@@ -281,7 +281,8 @@ def test_requests_applied_while_the_job_renders_are_not_undone(tree: tuple[Path,
 def test_a_late_blur_that_cannot_be_rendered_fails_closed(tree: tuple[Path, Path, Path],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """If the frame a request blurred during the run cannot be re-rendered under the lock, this
-    run does not publish it (never the stale render); the next run completes it."""
+    run does not publish its render (never the stale, unblurred one): the image the request
+    published stays, the frame is audited as failed; the next run completes it."""
     from pipeline import job
     from pipeline.config import NightlyConfig, load_config
     from pipeline.requests import ApplyOptions, RequestSpec, add_request, apply_requests
@@ -292,6 +293,7 @@ def test_a_late_blur_that_cannot_be_rendered_fails_closed(tree: tuple[Path, Path
     raw_file = raw / "frames" / f"{fid}.jpg"
     good = raw_file.read_bytes()
     publish = job._publish
+    seen: dict[str, str] = {}
 
     def blur_then_publish(*args, **kw):  # type: ignore[no-untyped-def]
         add_request(sdir, RequestSpec(action="blur", reason="late blur", session_id=sdir.name, frame_id=fid,
@@ -300,7 +302,7 @@ def test_a_late_blur_that_cannot_be_rendered_fails_closed(tree: tuple[Path, Path
         # The raw frame goes bad and the request's re-rendered result is gone from the work
         # cache (the job's own, stale render of the frame stays there).
         raw_file.write_bytes(good[:5000])
-        blurred = _manifest_images(sdir)[f"images/{fid}.jpg"]
+        blurred = seen["blurred"] = _manifest_images(sdir)[f"images/{fid}.jpg"]
         gone = [p for p in (pub / ".work" / sdir.name / "out").glob(f"{fid}-*.json")
                 if json.loads(p.read_bytes())["sha256"] == blurred]
         assert len(gone) == 1
@@ -314,10 +316,11 @@ def test_a_late_blur_that_cannot_be_rendered_fails_closed(tree: tuple[Path, Path
     oc = summary.sessions[0]
     assert oc.failed == 1 and oc.failures[0][0] == fid
     assert "a request changed this frame while the run was rendering it" in oc.failures[0][1]
-    assert "verify:" in oc.failures[0][1]
-    assert f"images/{fid}.jpg" not in _manifest_images(sdir)  # not the stale, unblurred render
+    assert "verify:" in oc.failures[0][1] and "previous publication kept" in oc.failures[0][1]
+    assert _manifest_images(sdir)[f"images/{fid}.jpg"] == seen["blurred"]  # the request's, not the stale render
     last = [x for x in _chain(sdir) if x.get("frame_id") == fid][-1]
     assert last["status"] == "failed" and "the next run retries" in last["error"]
+    assert last["note"] == "previous publication kept" and last["kept_output_sha256"] == seen["blurred"]
     _verify_ok(pub)
     monkeypatch.setattr(job, "_publish", publish)
     raw_file.write_bytes(good)

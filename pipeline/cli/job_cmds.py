@@ -45,6 +45,7 @@ def echo_summary(summary: Any) -> None:
             continue
         excl = ", ".join(f"{k} {v}" for k, v in sorted(s.excluded.items())) or "none"
         kept = f", kept as published (raw deleted): {s.kept}" if s.kept else ""
+        kept += f", failed but earlier publication kept: {s.kept_failed}" if s.kept_failed else ""
         click.echo(f"session {s.session_id}: published {s.published}/{s.frames} frames "
                    f"(failed {s.failed}, excluded: {excl}{kept}) -> {s.publish_dir}")
         for fid, err in s.failures:
@@ -58,8 +59,11 @@ def echo_summary(summary: Any) -> None:
                f"(run {summary.run_id})")
     unreadable = [s for s in summary.sessions if s.note and s.note.startswith("cannot read")]
     if c["failed"] or unreadable:
+        kept = summary.total("kept_failed")
         raise ItemsFailed(f"{c['failed']} frame(s) failed and {len(unreadable)} session(s) could not be "
-                          "read; nothing of them was published (see the audit log)")
+                          "read; no new render of them was published"
+                          + (f" ({kept} kept the image an earlier run published)" if kept else "")
+                          + " (see the audit log)")
 
 
 @click.command("run")
