@@ -9,6 +9,7 @@ loss into logged retries with exponential backoff, so the daemon keeps running.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -227,13 +228,15 @@ class RetryingCamera:
 
     def __init__(self, source: CameraSource, *, initial_s: float = 1.0, max_s: float = 30.0,
                  stop: threading.Event | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None,
+                 on_recover: Callable[[int], None] | None = None) -> None:
         self.source = source
         self.name = source.name
         self.initial_s = initial_s
         self.max_s = max(max_s, initial_s)
         self.stop = stop or threading.Event()
         self.on_error = on_error
+        self.on_recover = on_recover
         self.failures = 0
         self.recoveries = 0
         self.last_error: str | None = None
@@ -249,6 +252,8 @@ class RetryingCamera:
                     if self.failures:
                         self.recoveries += 1
                         log.warning("%s: camera back after %d failure(s)", self.name, self.failures)
+                        if self.on_recover:
+                            self.on_recover(self.failures)
                 frame = self.source.read()
                 self._delay = self.initial_s
                 return frame
@@ -274,6 +279,71 @@ class RetryingCamera:
                 self.source.close()
             finally:
                 self._open = False
+
+
+class CameraThread:
+    """Reads a camera in its own thread into a small queue.
+
+    The capture loop must keep journalling and fsyncing GPS fixes, deciding waiting frames and
+    refreshing the status while the camera is down (a ``RetryingCamera`` sleeps out its
+    backoff inside ``read()``, and an OpenCV read on a dead stream can block for long), so the
+    loop waits on this queue with a timeout instead of calling ``read()`` itself. The queue is
+    short and ``put`` blocks: when the loop falls behind, the camera falls behind too (a paced
+    source then skips late frames as before) instead of frames piling up in memory. Frame
+    times are stamped by the source at delivery, so queueing does not move them.
+    """
+
+    def __init__(self, camera: RetryingCamera, *, stop: threading.Event, maxsize: int = 4) -> None:
+        self.camera = camera
+        self.stop = stop
+        self.error: str | None = None  # an unexpected failure of the reading thread
+        self._q: queue.Queue[CameraFrame] = queue.Queue(maxsize=maxsize)
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+
+    def start(self) -> CameraThread:
+        self._thread.start()
+        return self
+
+    @property
+    def ended(self) -> bool:
+        """The stream ended (or the thread stopped) and every frame it read was taken."""
+        return self._finished.is_set() and self._q.empty()
+
+    def get(self, timeout: float) -> CameraFrame | None:
+        """The next frame, or None when none came within ``timeout`` (see ``ended``)."""
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Release the camera once the reading thread has exited: call it after ``stop`` is
+        set or the stream ended (a read stuck in a driver is left to the process exit)."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: camera read still blocked after %.0f s; not waiting for it", self.camera.name, timeout)
+            return
+        self.camera.close()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                frame = self.camera.read()
+                if frame is None:
+                    return
+                while not self.stop.is_set():
+                    try:
+                        self._q.put(frame, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except Exception as e:  # RetryingCamera catches camera errors; this is a bug: say so, end cleanly
+            log.exception("%s: camera thread failed", self.camera.name)
+            self.error = f"camera thread failed: {e!r}"
+        finally:
+            self._finished.set()
 
 
 def open_camera(source: str, uri: str, *, width: int | None, height: int | None, fps: float,

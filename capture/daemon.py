@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from capture.camera import CameraFrame, RetryingCamera, open_camera
+from capture.camera import CameraFrame, CameraThread, RetryingCamera, open_camera
 from capture.config import VehicleConfig
 from capture.errors import CaptureError, GpsError, SessionError
 from capture.fsutil import TMP_PREFIX
@@ -49,6 +49,9 @@ LOCK_FILE = ".capture.lock"
 _OFFSET_WINDOW_S = 30.0
 _KEEP_FIXES = 600
 _DISK_CHECK_S = 1.0
+# How long the loop waits for a camera frame before it does its other work anyway (GPS
+# journal, frames waiting for their fix, fsync, disk guard, status).
+_IDLE_TICK_S = 0.1
 
 
 @dataclass
@@ -201,6 +204,8 @@ class CaptureDaemon:
         self._disk_checked = 0.0
         self._disk_free = float("inf")
         self._writer: SessionWriter | None = None
+        self._dirty = False  # written to the session since the last flush
+        self._last_sync = time.monotonic()
 
     # -- public
 
@@ -224,8 +229,9 @@ class CaptureDaemon:
                                 height=cfg.camera.height, fps=cfg.camera.fps, loop=cfg.camera.loop,
                                 stop=self.stop),
                     initial_s=cfg.camera.retry_initial_s, max_s=cfg.camera.retry_max_s, stop=self.stop,
-                    on_error=self._set_error,
+                    on_error=self._camera_lost, on_recover=self._camera_back,
                 )
+                reader = CameraThread(cam, stop=self.stop)
                 writer = SessionWriter.create(
                     self.root, meta_from_config(cfg, self.config_sha256), recipient_public_key=key,
                     fsync_interval_s=cfg.session.fsync_interval_s,
@@ -233,10 +239,10 @@ class CaptureDaemon:
                 self._writer = writer
                 self.status.session_id = writer.session_id
                 try:
-                    self._loop(gps, cam, zones, writer)
+                    self._loop(gps, reader, zones, writer)
                 finally:
                     self.stop.set()
-                    cam.close()
+                    reader.close()
                     gps.close()
                     self._flush_journal(writer, zones, final=True)
                     if cam.failures:
@@ -259,7 +265,14 @@ class CaptureDaemon:
     def _set_error(self, msg: str) -> None:
         self.status.last_error = msg
 
-    def _loop(self, gps: GpsSource, cam: RetryingCamera, zones: Zones, writer: SessionWriter) -> None:
+    def _camera_lost(self, msg: str) -> None:  # called from the camera thread
+        self.status.camera_lost = True
+        self.status.last_error = msg
+
+    def _camera_back(self, failures: int) -> None:  # called from the camera thread
+        self.status.camera_lost = False
+
+    def _loop(self, gps: GpsSource, cam: CameraThread, zones: Zones, writer: SessionWriter) -> None:
         cfg = self.cfg
         gps_thread = threading.Thread(target=self._gps_reader, args=(gps,), name="gps", daemon=True)
         gps_thread.start()
@@ -267,25 +280,34 @@ class CaptureDaemon:
         max_pending = int(cfg.camera.fps * (cfg.gps.max_gap_s + 2)) + 5
         self.status.state = "recording"
         disp = StatusDisplay(self.status) if self.display else None
+        cam.start()
         with disp or contextlib.nullcontext():
             while not self.stop.is_set():
-                frame = cam.read()
+                # Never block on the camera: while it is down (retry backoff) fixes must still
+                # be journalled and fsynced, waiting frames decided, the status kept current.
+                frame = cam.get(timeout=_IDLE_TICK_S)
                 self._drain_gps(writer, zones)
                 if frame is None:
-                    if not self.stop.is_set():
-                        log.warning("%s: end of stream; closing the session", cam.name)
-                    break
-                self.status.frames_seen += 1
-                log.debug("frame #%d captured (mono %.3f)", frame.index, frame.mono)
-                self._pending.append(_Pending(frame, thumbnail(frame.image)))
-                self._process(writer, zones, trigger, overflow=len(self._pending) > max_pending)
+                    if cam.ended:
+                        if cam.error:
+                            self._set_error(cam.error)
+                        if not self.stop.is_set():
+                            log.warning("%s: end of stream; closing the session", cam.camera.name)
+                        break
+                    self._process(writer, zones, trigger)
+                else:
+                    self.status.frames_seen += 1
+                    log.debug("frame #%d captured (mono %.3f)", frame.index, frame.mono)
+                    self._pending.append(_Pending(frame, thumbnail(frame.image)))
+                    self._process(writer, zones, trigger, overflow=len(self._pending) > max_pending)
                 self._check_disk(writer)
+                self._sync_if_due(writer)
                 self._refresh_status()
                 if disp:
                     disp.update()
             # Clean stop: give the GPS up to one more fix interval for the frames still waiting.
             self.status.state = "closing"
-            cam.close()
+            cam.close()  # the stream ended or stop is set: its thread is done or ending
             deadline = time.monotonic() + min(1.5, cfg.gps.max_gap_s)
             while self._pending and time.monotonic() < deadline and not self._gps_done.is_set():
                 time.sleep(0.05)
@@ -362,6 +384,7 @@ class CaptureDaemon:
             writer.count("fixes_in_privacy_zone")
             return
         writer.add_fix(fix)
+        self._dirty = True
         prev = self._last_journaled
         if prev is not None and (fix.time - prev.time).total_seconds() <= self.cfg.gps.max_gap_s * 5:
             self.status.distance_m += distance_m(prev.lat, prev.lon, fix.lat, fix.lon)
@@ -430,6 +453,7 @@ class CaptureDaemon:
             heading=g.heading, speed=g.speed, fix_quality=g.fix_quality, hdop=g.hdop,
             satellites=g.satellites, width=w, height=h, extra={"camera_frame": idx},
         )
+        self._dirty = True
         self._disk_free -= len(jpeg)
         self._last_time = t
         self._last_kept_thumb = p.thumb
@@ -469,6 +493,15 @@ class CaptureDaemon:
             log.warning("disk guard: %.0f MB free again; frame capture resumed", self._disk_free / 2**20)
             self.status.state = "recording"
         self._disk_blocked = blocked
+
+    def _sync_if_due(self, writer: SessionWriter) -> None:
+        """fsync what was written at least every ``fsync_interval_s``, also when nothing more
+        is written after it (the writer syncs on its own only when it is written to)."""
+        now = time.monotonic()
+        if self._dirty and now - self._last_sync >= self.cfg.session.fsync_interval_s:
+            writer.flush()
+            self._dirty = False
+            self._last_sync = now
 
     def _refresh_status(self) -> None:
         if self._last_fix_mono is not None:

@@ -26,6 +26,7 @@ class Status:
     satellites: int | None = None
     fix_age_s: float | None = None
     disk_free_mb: float | None = None
+    camera_lost: bool = False
     last_error: str | None = None
 
     def line(self) -> str:
@@ -41,8 +42,9 @@ class Status:
                 fix += f" ({self.fix_age_s:.0f} s old)"
         disk = f"{self.disk_free_mb / 1024:.1f} GB free" if self.disk_free_mb is not None else "disk ?"
         err = f" | last error: {self.last_error}" if self.last_error else ""
+        cam = "CAMERA LOST | " if self.camera_lost else ""
         return (
-            f"{self.state.upper()} {self.session_id} | kept {self.frames_kept}/{self.frames_seen} | "
+            f"{self.state.upper()} {self.session_id} | {cam}kept {self.frames_kept}/{self.frames_seen} | "
             f"{self.distance_m / 1000:.2f} km | {fix} | {disk}{err}"
         )
 

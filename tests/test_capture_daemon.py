@@ -3,6 +3,7 @@ clean stop on signals, crash recovery at start, privacy zones, disk guard, encry
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -77,6 +78,100 @@ def test_capture_with_gpx_replay(tmp_path: Path, shared: Path, track_gpx: Path) 
     assert doc["camera"]["model"] == "unknown" and doc["software"]["version"]
     assert doc["config_sha256"] == config_hash(cfg) and doc["source"] == "capture"
     assert (res.session / "track.gpx").stat().st_size > 1000
+
+
+class _CameraOutage:
+    """Wraps a real camera source: down (reads and reopening fail) from ``down_s`` to ``up_s``
+    seconds after the first open, as a camera whose cable works loose for a few seconds."""
+
+    def __init__(self, inner: object, down_s: float, up_s: float) -> None:
+        self.inner = inner
+        self.name = "outage camera"
+        self.down_s, self.up_s = down_s, up_s
+        self.t0: float | None = None
+
+    def _down(self) -> bool:
+        return self.t0 is not None and self.down_s <= time.monotonic() - self.t0 < self.up_s
+
+    def open(self) -> None:
+        from capture.errors import CameraError
+
+        if self._down():
+            raise CameraError(f"{self.name}: cannot open (unplugged)")
+        self.t0 = self.t0 if self.t0 is not None else time.monotonic()
+        self.inner.open()  # type: ignore[attr-defined]
+
+    def read(self) -> object:
+        from capture.errors import CameraError
+
+        if self._down():
+            raise CameraError(f"{self.name}: frame grab failed (unplugged)")
+        return self.inner.read()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.inner.close()  # type: ignore[attr-defined]
+
+
+def test_camera_outage_does_not_stall_gps_journal_or_status(tmp_path: Path, shared: Path, track_gpx: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The camera is down for 3 s while the GPS replay goes on: fixes keep being journalled and
+    fsynced at least once a second, and the status line shows the camera error; frames are
+    kept again once it is back."""
+    from capture import daemon as daemon_mod
+
+    down_s, up_s = 1.0, 4.0
+    real_open = daemon_mod.open_camera
+    outage: list[_CameraOutage] = []
+
+    def open_with_outage(*a: object, **kw: object) -> object:
+        outage.append(_CameraOutage(real_open(*a, **kw), down_s, up_s))  # type: ignore[arg-type]
+        return outage[-1]
+
+    monkeypatch.setattr(daemon_mod, "open_camera", open_with_outage)
+    syncs: list[tuple[float, str]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        with contextlib.suppress(OSError):
+            syncs.append((time.monotonic(), os.readlink(f"/proc/self/fd/{fd}")))
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    cfg = base_cfg(tmp_path, shared, track_gpx, camera={"retry_initial_s": 0.5, "retry_max_s": 4.0})
+    stop = threading.Event()
+    d = daemon_mod.CaptureDaemon(cfg, stop=stop, display=False, install_signals=False)  # type: ignore[arg-type]
+    samples: list[tuple[float, int, str]] = []  # (seconds into the outage camera's life, journal lines, status)
+
+    def sample() -> None:
+        while not stop.is_set():
+            if outage and outage[0].t0 is not None and d.status.session_id != "-":
+                journal = cfg.session.root / d.status.session_id / "track.jsonl"  # type: ignore[attr-defined]
+                lines = journal.read_bytes().count(b"\n") if journal.exists() else 0
+                samples.append((time.monotonic() - outage[0].t0, lines, d.status.line()))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    threading.Timer(6.5, stop.set).start()
+    res = d.run()
+    sampler.join(2)
+    t0 = outage[0].t0
+    assert t0 is not None and res.session is not None
+    during = [x for x in samples if down_s + 0.3 <= x[0] <= up_s - 0.1]
+    assert len(during) >= 20, samples
+    # The journal keeps growing while the camera is down (5 Hz replay: ~13 fixes in 2.6 s) ...
+    assert during[-1][1] - during[0][1] >= 8, [(round(t, 1), n) for t, n, _ in during]
+    # ... and is fsynced at least once a second through the outage.
+    journal_syncs = sorted(t - t0 for t, path in syncs if path.endswith("track.jsonl"))
+    edges = [down_s + 0.3, *[t for t in journal_syncs if down_s + 0.3 < t < up_s - 0.1], up_s - 0.1]
+    assert max(b - a for a, b in itertools.pairwise(edges)) <= 1.3, journal_syncs
+    # The status line says the camera is lost and why, while it is.
+    assert all("CAMERA LOST" in line and "unplugged" in line for _, _, line in during[2:]), during[-1][2]
+    assert "CAMERA LOST" not in samples[-1][2]  # back at the end
+    s = check_session(res.session)
+    assert s.status == "closed" and s.counters["camera_failures"] >= 2
+    recs = SessionReader(res.session).frames()
+    assert recs and (recs[-1].time - recs[0].time).total_seconds() > up_s - down_s  # kept before and after
 
 
 def test_recovers_and_closes_crashed_session_first(tmp_path: Path, shared: Path, track_gpx: Path) -> None:
