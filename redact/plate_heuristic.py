@@ -1,8 +1,8 @@
-"""plate-heuristic-interim: a classical licence-plate candidate finder. WEAK — a stop-gap.
+"""plate-heuristic-interim: a classical licence-plate candidate finder. WEAK — not a default.
 
-It exists only so that plates are not silently left unredacted until the trained
-face+plate model (backend "streetveil") lands; see docs/detectors.md for its measured
-recall and precision. It finds dark characters on a light, roughly rectangular background:
+It was the stop-gap until the trained face+plate model (backend "streetveil", now the
+default) landed, and stays available by name (plate_backend = "plate-heuristic-interim")
+for comparison; see docs/detectors.md for its measured recall and precision. It finds dark characters on a light, roughly rectangular background:
 
 1. black-hat morphology (dark strokes narrower than a character cell on a lighter ground),
 2. horizontal gradient, closed with a wide flat kernel so a row of characters merges into
@@ -76,7 +76,7 @@ def _score(gray: np.ndarray, box: tuple[int, int, int, int]) -> float:
 
 
 class PlateHeuristicDetector:
-    """Classical plate candidates (see the module doc). Weak: for the interim only."""
+    """Classical plate candidates (see the module doc). WEAK: never a default."""
 
     name = NAME
     version = VERSION
@@ -88,6 +88,10 @@ class PlateHeuristicDetector:
     @property
     def classes(self) -> tuple[str, ...]:
         return ("plate",)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {"plate": self.threshold}
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         gray_full = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

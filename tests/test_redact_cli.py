@@ -34,6 +34,13 @@ def test_redact_mirrors_inputs_reports_and_fails_only_the_broken_image(inputs: d
     assert r.returncode == 1, r.stdout + r.stderr
     assert "shots/sub/c.jpg: truncated JPEG" in r.stderr
     assert "images: 4" in r.stdout and "failed: 1" in r.stdout and "frames/s" in r.stdout
+    # The summary names the thresholds in effect (plates: the model's calibrated default).
+    from redact.config import DetectorSection
+    from redact.detectors import plate_threshold
+
+    cfg = DetectorSection()
+    assert (f"thresholds: face {cfg.face_threshold:g} (config), plate {plate_threshold(cfg):g} (model default)"
+            in r.stdout)
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert written == ["d.jpg", "shots/b.png", "shots/sub/a.jpg"]
     for rel, src in (("shots/sub/a.jpg", inputs["shots"] / "sub" / "a.jpg"), ("shots/b.png", inputs["shots"] / "b.png"),
@@ -99,7 +106,7 @@ def test_eval_prints_recall_and_precision_by_height_band(shared: Path, tmp_path:
     rows = {row["band"]: row for row in result["thresholds"]["0.3"]["bands"]}
     assert rows["all"]["labels"] == sum(len(v) for v in subset.values())
     assert rows["all"]["recall"] >= 0.8
-    assert result["detectors"][0]["name"] == "centerface"
+    assert result["detectors"][0]["name"] == "streetveil"
 
 
 def test_eval_of_plates_needs_a_plate_detector(shared: Path, tmp_path: Path) -> None:

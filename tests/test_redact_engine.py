@@ -43,10 +43,19 @@ def test_no_plate_detector_is_a_visible_warning(caplog: pytest.LogCaptureFixture
 
 
 def test_info_and_model_hash_describe_the_detectors(redactor: Redactor) -> None:
+    from redact.detectors import streetveil_path, streetveil_plate_threshold
+
     info = redactor.info
-    assert [d["name"] for d in info["detectors"]] == ["centerface", "plate-heuristic-interim"]
-    assert all(len(d["weights_sha256"]) in (0, 64) for d in info["detectors"])
-    assert info["thresholds"] == {"face": 0.25, "plate": 0.3} and info["precision"] == "int8"
+    assert [(d["name"], d["classes"]) for d in info["detectors"]] == [("streetveil", ["face", "plate"])]
+    assert all(len(d["weights_sha256"]) == 64 for d in info["detectors"])
+    # The thresholds in effect: the face threshold from the config, the plate threshold the
+    # model's calibrated default (the config leaves it unset).
+    cfg = RedactConfig().detector
+    assert cfg.plate_threshold is None
+    want = {"face": cfg.face_threshold, "plate": streetveil_plate_threshold(streetveil_path(cfg))}
+    assert info["thresholds"] == want and info["detectors"][0]["thresholds"] == want
+    assert info["threshold_source"] == {"face": "config", "plate": "model default"}
+    assert info["precision"] == cfg.resolved_precision()
     assert info["method"] == "blur" and info["expand"] == {"face": 1.3, "plate": 1.15}
     assert len(redactor.model_hash) == 64
     other = Redactor(RedactConfig(detector=DetectorSection(plate_backend="none")), threads=1)
@@ -74,7 +83,7 @@ def test_redact_bytes_is_decode_detect_render_and_deterministic(redactor: Redact
 
 
 def test_extra_boxes_are_redacted_too() -> None:
-    # Faces only: the interim plate finder fires on pure noise (docs/detectors.md).
+    # Faces only, so no detection on the noise blurs the pixels compared below.
     redactor = Redactor(RedactConfig(detector=DetectorSection(plate_backend="none")), threads=1)
     rng = np.random.default_rng(5)
     arr = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)

@@ -89,7 +89,7 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
 
     from pipeline.errors import ItemsFailed
     from redact.batch import collect_inputs, redact_files, thread_layout, write_report
-    from redact.engine import Redactor
+    from redact.engine import Redactor, info_line
 
     sessions = [p for p in inputs if _is_session(p)]
     if sessions:
@@ -112,8 +112,7 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
     per_inference, workers = thread_layout(cfg.detector.threads, cfg.detector.runtime, cfg.detector.device, threads)
     redactor = Redactor(cfg, threads=per_inference)
     err = Console(stderr=True)
-    names = ", ".join(f"{d['name']} ({'+'.join(d['classes'])})" for d in redactor.info["detectors"])
-    err.print(f"detectors: {names}", highlight=False)
+    err.print(info_line(redactor.info), highlight=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("redacting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=True) as progress:
@@ -126,6 +125,7 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
         f"images: {summary.images}  ok: {summary.ok}  failed: {summary.failed}  faces: {summary.faces}  "
         f"plates: {summary.plates}  time: {summary.seconds:.1f} s  ({summary.fps:.2f} frames/s)"
     )
+    click.echo(info_line(redactor.info))
     if summary.failed:
         for _rel, msg in summary.failures:
             click.echo(f"  failed: {msg}", err=True)
@@ -163,7 +163,7 @@ def eval_cmd(labels: Path, images_dir: Path, cls: str, config: Path | None, thre
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from redact.engine import Redactor
+    from redact.engine import Redactor, info_line
     from redact.evaluate import (
         as_large_frame,
         evaluate,
@@ -176,7 +176,9 @@ def eval_cmd(labels: Path, images_dir: Path, cls: str, config: Path | None, thre
     from redact.types import class_index
 
     base = _load_redact_config(config, None, None)
-    ths = thresholds_arg(thresholds or [getattr(base.detector, f"{cls}_threshold")])
+    from redact.detectors import plate_threshold
+
+    ths = thresholds_arg(thresholds or [base.detector.face_threshold if cls == "face" else plate_threshold(base.detector)])
     cfg = _load_redact_config(config, ths[0] if cls == "face" else None, ths[0] if cls == "plate" else None)
     redactor = Redactor(cfg, threads=threads)
     widen_refinement(redactor, ths[-1])
@@ -196,7 +198,7 @@ def eval_cmd(labels: Path, images_dir: Path, cls: str, config: Path | None, thre
 
     lab = load_labels(labels)
     err = Console(stderr=True)
-    err.print("detectors: " + ", ".join(d["name"] for d in redactor.info["detectors"]), highlight=False)
+    err.print(info_line(redactor.info), highlight=False)
     n = sum(1 for _ in lab) if split == "all" else None
     with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as progress:
         task = progress.add_task("eval", total=n)
