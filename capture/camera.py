@@ -251,7 +251,7 @@ class RetryingCamera:
                     self._open = True
                     if self.failures:
                         self.recoveries += 1
-                        log.warning("%s: camera back after %d failure(s)", self.name, self.failures)
+                        log.info("%s: camera back after %d failure(s)", self.name, self.failures)
                         if self.on_recover:
                             self.on_recover(self.failures)
                 frame = self.source.read()

@@ -182,13 +182,15 @@ class GpsClock:
 class CaptureDaemon:
     def __init__(self, cfg: VehicleConfig, *, config_sha256: str | None = None, out: Path | None = None,
                  stop: threading.Event | None = None, install_signals: bool = True,
-                 display: bool = True) -> None:
+                 display: bool = True, live_status: bool = True, status_every_s: float = 30.0) -> None:
         self.cfg = cfg
         self.config_sha256 = config_sha256
         self.root = Path(out) if out is not None else cfg.session.root
         self.stop = stop or threading.Event()
         self.install_signals = install_signals
         self.display = display
+        self.live_status = live_status
+        self.status_every_s = status_every_s
         self.status = Status()
         self._q: queue.Queue[tuple[Fix, float]] = queue.Queue()
         self._gps_done = threading.Event()
@@ -198,6 +200,8 @@ class CaptureDaemon:
         self._to_journal: Fix | None = None
         self._last_journaled: Fix | None = None
         self._last_fix_mono: float | None = None
+        self._fix_lost = False
+        self._started_mono = time.monotonic()
         self._last_kept_thumb: np.ndarray | None = None
         self._last_time: datetime | None = None
         self._disk_blocked = False
@@ -279,7 +283,9 @@ class CaptureDaemon:
         trigger = Trigger(trigger_settings(cfg))
         max_pending = int(cfg.camera.fps * (cfg.gps.max_gap_s + 2)) + 5
         self.status.state = "recording"
-        disp = StatusDisplay(self.status) if self.display else None
+        disp = (StatusDisplay(self.status, log_every_s=self.status_every_s, live=self.live_status)
+                if self.display else None)
+        self._started_mono = time.monotonic()
         cam.start()
         with disp or contextlib.nullcontext():
             while not self.stop.is_set():
@@ -369,6 +375,11 @@ class CaptureDaemon:
         if len(fixes) > _KEEP_FIXES:
             del fixes[: len(fixes) - _KEEP_FIXES]
         self._clock.add(fix.time, mono)
+        if self._last_fix_mono is None:
+            log.info("GPS: first fix (%s)", _fix_words(fix))
+        elif self._fix_lost:
+            log.info("GPS: fix back after %.0f s (%s)", mono - self._last_fix_mono, _fix_words(fix))
+        self._fix_lost = False
         self._last_fix_mono = mono
         self.status.fix_quality = fix.fix_quality
         self.status.hdop = fix.hdop
@@ -490,7 +501,7 @@ class CaptureDaemon:
             self.status.state = "disk full"
             writer.count("disk_guard_pauses")
         elif not blocked and self._disk_blocked:
-            log.warning("disk guard: %.0f MB free again; frame capture resumed", self._disk_free / 2**20)
+            log.info("disk guard: %.0f MB free again; frame capture resumed", self._disk_free / 2**20)
             self.status.state = "recording"
         self._disk_blocked = blocked
 
@@ -504,11 +515,35 @@ class CaptureDaemon:
             self._last_sync = now
 
     def _refresh_status(self) -> None:
+        now = time.monotonic()
         if self._last_fix_mono is not None:
-            self.status.fix_age_s = time.monotonic() - self._last_fix_mono
+            self.status.fix_age_s = now - self._last_fix_mono
+        # No fix for longer than geotagging may bridge: frames now get no position (and are
+        # dropped unless configured otherwise). Said once per loss; the return is logged by
+        # _add_fix.
+        since = now - (self._last_fix_mono if self._last_fix_mono is not None else self._started_mono)
+        if not self._fix_lost and since > self.cfg.gps.max_gap_s:
+            self._fix_lost = True
+            what = "no GPS fix yet" if self._last_fix_mono is None else "GPS fix lost"
+            keep = "kept without a position" if self.cfg.session.keep_frames_without_position else "dropped"
+            log.warning("%s: none for %.0f s (more than gps.max_gap_s); frames are %s until it is back",
+                        what, since, keep)
+
+
+def _fix_words(fix: Fix) -> str:
+    parts = [f"quality {fix.fix_quality}"]
+    if fix.hdop is not None:
+        parts.append(f"hdop {fix.hdop:.1f}")
+    if fix.satellites is not None:
+        parts.append(f"{fix.satellites} sats")
+    return ", ".join(parts)
 
 
 def run_capture(cfg: VehicleConfig, *, config_sha256: str | None = None, out: Path | None = None,
-                stop: threading.Event | None = None, display: bool = True) -> CaptureResult:
-    """Run the daemon until SIGINT/SIGTERM (or the end of a finite camera stream)."""
-    return CaptureDaemon(cfg, config_sha256=config_sha256, out=out, stop=stop, display=display).run()
+                stop: threading.Event | None = None, display: bool = True, live_status: bool = True,
+                status_every_s: float = 30.0) -> CaptureResult:
+    """Run the daemon until SIGINT/SIGTERM (or the end of a finite camera stream). ``display``:
+    keep the status at all; ``live_status``: redraw it in place on a terminal (else, and
+    without a terminal, log it every ``status_every_s`` seconds)."""
+    return CaptureDaemon(cfg, config_sha256=config_sha256, out=out, stop=stop, display=display,
+                         live_status=live_status, status_every_s=status_every_s).run()

@@ -1,5 +1,6 @@
 """The driver's one-line status display (rich), refreshed in place on a terminal and logged
-every few seconds otherwise (systemd journal)."""
+every ``log_every_s`` seconds otherwise (the systemd journal), at INFO on the ``capture.status``
+logger (``streetveil capture run`` shows the ``capture`` loggers' INFO by default)."""
 
 from __future__ import annotations
 
@@ -50,15 +51,19 @@ class Status:
 
 
 class StatusDisplay:
-    """Context manager: ``update()`` redraws the line (at most ``refresh_hz``)."""
+    """Context manager: ``update()`` redraws the line on a terminal (at most ``refresh_hz``);
+    without one (or with ``live=False``) it logs the line at the start, every ``log_every_s``
+    seconds (0: never) and at the end."""
 
-    def __init__(self, status: Status, *, log_every_s: float = 10.0, refresh_hz: float = 2.0) -> None:
+    def __init__(self, status: Status, *, log_every_s: float = 30.0, refresh_hz: float = 2.0,
+                 live: bool = True) -> None:
         self.status = status
         self.log_every_s = log_every_s
         self.min_interval = 1.0 / refresh_hz
+        self.live = live
         self._live: Any = None
         self._last = 0.0
-        self._last_log = 0.0
+        self._last_log: float | None = None
 
     def __enter__(self) -> StatusDisplay:
         import rich
@@ -66,23 +71,25 @@ class StatusDisplay:
         from rich.live import Live
 
         console: Console = rich.get_console()
-        if console.is_terminal:
+        if self.live and console.is_terminal:
             self._live = Live(self.status.line(), console=console, auto_refresh=False, transient=False)
             self._live.__enter__()
         return self
 
     def update(self, force: bool = False) -> None:
         now = time.monotonic()
+        if self._live is None:
+            due = self._last_log is None or (self.log_every_s > 0 and now - self._last_log >= self.log_every_s)
+            if force or due:
+                self._last_log = now
+                log.info("%s", self.status.line())
+            return
         if not force and now - self._last < self.min_interval:
             return
         self._last = now
-        if self._live is not None:
-            from rich.text import Text
+        from rich.text import Text
 
-            self._live.update(Text(self.status.line(), overflow="ellipsis", no_wrap=True), refresh=True)
-        elif force or now - self._last_log >= self.log_every_s:
-            self._last_log = now
-            log.info("%s", self.status.line())
+        self._live.update(Text(self.status.line(), overflow="ellipsis", no_wrap=True), refresh=True)
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.update(force=True)

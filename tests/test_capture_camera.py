@@ -87,7 +87,7 @@ def test_camera_lost_then_back(shared: Path, tmp_path: Path, caplog: pytest.LogC
     cam = RetryingCamera(OpenCVCamera(str(url)), initial_s=0.1, max_s=0.4, on_error=errors.append)
     timer = threading.Timer(0.5, shutil.copy, (shared / KARMA, url))
     timer.start()
-    caplog.set_level(logging.WARNING, logger="capture.camera")
+    caplog.set_level(logging.INFO, logger="capture.camera")
     got = 0
     t0 = time.monotonic()
     while got < 450 and time.monotonic() - t0 < 30:  # karma.mp4 has < 400 frames: needs a reopen

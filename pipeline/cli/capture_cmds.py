@@ -21,19 +21,31 @@ def capture() -> None:
               type=click.Path(path_type=Path, dir_okay=False), help="Vehicle config (TOML).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Session root (default: [session] root of the config).")
-@click.option("--no-status", is_flag=True, help="Do not draw the refreshing status line.")
-def capture_run(config_path: Path, out: Path | None, no_status: bool) -> None:
+@click.option("--no-status", is_flag=True, help="Do not redraw the status line in place; log it every "
+              "--status-every seconds instead (as without a terminal, e.g. under systemd).")
+@click.option("--status-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Without a terminal (or with --no-status): log the status line every S seconds (0: never).")
+def capture_run(config_path: Path, out: Path | None, no_status: bool, status_every: float) -> None:
     """Capture until SIGINT/SIGTERM: camera + GPS into a crash-safe, geotagged session.
 
     Sessions left open by a crash are recovered and closed first. The status line shows
-    frames kept, distance, fix quality, free disk and the last error.
+    frames kept, distance, fix quality, free disk and the last error. GPS fix lost and back,
+    camera lost and back and the disk guard are logged when they happen.
     """
+    import logging
+
     from capture.config import VehicleConfig
     from capture.daemon import run_capture
     from pipeline.config import config_hash, load_config
 
+    root = click.get_current_context().find_root().params
+    if not root.get("verbose") and not root.get("quiet"):
+        # The daemon's INFO lines (the periodic status, a fix or camera coming back) are its
+        # normal output in the journal; the default level (WARNING) would hide them.
+        logging.getLogger("capture").setLevel(logging.INFO)
     cfg = load_config(config_path, VehicleConfig, kind="vehicle")
-    result = run_capture(cfg, config_sha256=config_hash(cfg), out=out, display=not no_status)
+    result = run_capture(cfg, config_sha256=config_hash(cfg), out=out, live_status=not no_status,
+                         status_every_s=status_every)
     kept = result.counters.get("frames", 0)
     click.echo(f"session closed: {result.session} ({kept} frames)")
 
