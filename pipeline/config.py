@@ -237,6 +237,17 @@ def load_kind(path: Path | str, kind: str | None = None, environ: Mapping[str, s
     return load_config(path, KINDS[kind], kind=kind, environ=environ)
 
 
+def is_nightly_config(path: Path | str) -> bool:
+    """Whether ``path`` is a nightly config (it has a ``[redact]`` table) rather than a redact
+    config (``[detector]``... at the top). Unreadable files count as not nightly: loading them
+    reports the problem with the file name."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(data.get("redact"), dict)
+
+
 def config_hash(obj: BaseModel) -> str:
     """sha256 of the canonical JSON form of a config object (keys sorted, paths as strings)."""
     blob = json.dumps(obj.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -56,6 +56,10 @@ class DetectorSection(_Section):
     threads: int = Field(default=0, ge=0, le=256)
     # Multi-scale plan (redact/tiling.py). Long side of the whole-frame pass (0 = native).
     input_size: int = Field(default=1280, ge=0, le=16384)
+    # A fixed scale for the whole-frame pass instead of input_size (None = use input_size).
+    # `streetveil eval --as-large-frame R` sets 1/R: small labelled images seen the way a
+    # frame R x larger than the network input is seen.
+    input_scale: float | None = Field(default=None, gt=0, le=1)
     # Small images (long side < upscale_below) get an extra pass at `upscale`x.
     upscale: float = Field(default=2.0, ge=1.0, le=4.0)
     upscale_below: int = Field(default=800, ge=0)

@@ -168,6 +168,7 @@ def face_head(cfg: DetectorSection) -> ClassHead:
 def _plan_params(cfg: DetectorSection, wrap: bool) -> PlanParams:
     return PlanParams(
         input_size=cfg.input_size,
+        input_scale=cfg.input_scale or 0.0,
         upscale=cfg.upscale,
         upscale_below=cfg.upscale_below,
         tile_above=cfg.tile_above,

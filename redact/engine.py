@@ -87,7 +87,8 @@ class Redactor:
             "expand": {"face": r.face_expand, "plate": r.plate_expand},
             "feather": r.feather,
             "plan": {
-                "input_size": d.input_size, "upscale": d.upscale, "upscale_below": d.upscale_below,
+                "input_size": d.input_size, "input_scale": d.input_scale, "upscale": d.upscale,
+                "upscale_below": d.upscale_below,
                 "tile_above": d.tile_above, "tile_size": d.tile_size, "tile_overlap": d.tile_overlap,
                 "panorama": d.panorama,
             },

@@ -6,7 +6,10 @@ bound* on false positives; precision here is a lower bound.
 
 Tuning discipline: ``split_of(name)`` puts every image in a fixed "tune" or "holdout" half by
 a hash of its labelled path; thresholds are tuned on "tune" only and "holdout" is reported
-separately.
+separately. Dashcam sets (``ORIGIN.json`` beside ``labels.json``) also have the plate model's
+time split, "train" and "val" (``time_split_keys``), as its model card reports them.
+
+``run_eval`` is what ``streetveil eval`` runs: the configured Redactor over a labelled set.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from redact.boxes import iou_matrix
+
+if TYPE_CHECKING:
+    from redact.config import RedactConfig
 
 IOU = 0.3
 BANDS: tuple[tuple[str, float, float], ...] = (
@@ -31,12 +37,45 @@ BANDS: tuple[tuple[str, float, float], ...] = (
     ("64-128", 64, 128),
     (">=128", 128, float("inf")),
 )
-Split = Literal["all", "tune", "holdout"]
+Split = Literal["all", "tune", "holdout", "train", "val"]
+SPLITS: tuple[str, ...] = ("all", "tune", "holdout", "train", "val")
 
 
 def split_of(name: str) -> Literal["tune", "holdout"]:
     """The fixed split of a labelled image: sha256 of its label key, even first byte → tune."""
     return "tune" if hashlib.sha256(name.encode()).digest()[0] % 2 == 0 else "holdout"
+
+
+def time_split_keys(root: Path) -> dict[str, set[str]]:
+    """The plate model's time split of a dashcam set: the last 20 % of each ride by time is
+    "val" (never trained on), the rest "train" (``redact.train.data.time_split``, the split
+    redact/models/MODEL_CARD.md reports). Needs ``ORIGIN.json`` and ``labels.json`` in ``root``."""
+    from redact.errors import RedactError
+
+    if not (root / "ORIGIN.json").is_file() or not (root / "labels.json").is_file():
+        raise RedactError(f"{root}: splits 'train' and 'val' are the plate model's time split of a dashcam set "
+                          "and need ORIGIN.json and labels.json in the --images folder (plates-dashcam-ro)")
+    from redact.train.data import load_dashcam, time_split
+
+    try:
+        frames = load_dashcam(root)
+    except (ValueError, KeyError, OSError) as e:
+        raise RedactError(f"{root}: not a dashcam set with ride times in ORIGIN.json ({e}); splits 'train' and "
+                          "'val' are the plate model's time split (plates-dashcam-ro)") from None
+    train, val = time_split(frames)
+    return {"train": {f.key for f in train}, "val": {f.key for f in val}}
+
+
+def select_images(labels: Mapping[str, Any], images_dir: Path, split: str) -> list[str]:
+    """The label keys of ``split`` (see the module doc), sorted."""
+    if split == "all":
+        return sorted(labels)
+    if split in ("tune", "holdout"):
+        return sorted(k for k in labels if split_of(k) == split)
+    if split in ("train", "val"):
+        keys = time_split_keys(images_dir)[split]
+        return sorted(k for k in labels if k in keys)
+    raise ValueError(f"unknown split {split!r} (expected one of: {', '.join(SPLITS)})")
 
 
 def band_of(height: float) -> int:
@@ -100,6 +139,10 @@ class EvalResult:
     images: int
     seconds: float  # decode + detect time
     by_threshold: dict[float, Tally]
+    # What ran (Redactor.info) and how (labels file, --as-large-frame ratio): ``run_eval`` sets them.
+    info: dict[str, Any] | None = None
+    labels: str | None = None
+    as_large_frame: float | None = None
 
     @property
     def fps(self) -> float:
@@ -112,7 +155,7 @@ class EvalResult:
         return rows
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "class": self.cls, "split": self.split, "images": self.images, "fps": round(self.fps, 3),
             "thresholds": {
                 str(th): {
@@ -122,6 +165,10 @@ class EvalResult:
                 for th, t in self.by_threshold.items()
             },
         }
+        if self.info is not None:
+            out.update(detectors=self.info["detectors"], precision=self.info.get("precision"),
+                       labels=self.labels, as_large_frame=self.as_large_frame)
+        return out
 
 
 def load_labels(path: Path) -> dict[str, np.ndarray]:
@@ -149,19 +196,20 @@ def evaluate(
     thresholds: Sequence[float],
     split: Split = "all",
     area_of: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None,
-    progress: Callable[[], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Run ``detect(bytes, name) -> (xyxy, score, (w, h))`` over the labelled images.
 
     Detection must have run at ``min(thresholds)``; higher thresholds filter its output
-    (equivalent to thresholding before NMS: a suppressing box always scores higher).
+    (equivalent to thresholding before NMS: a suppressing box always scores higher; not with
+    a second look that promotes candidates, see ``run_eval``).
     ``area_of(xyxy, (w, h))`` (optional) returns the boolean mask a redaction would change,
     for the share of pixels redacted outside the labelled boxes.
     """
-    names = sorted(k for k in labels if split == "all" or split_of(k) == split)
+    names = select_images(labels, images_dir, split)
     tallies = {float(t): Tally() for t in sorted(set(thresholds))}
     seconds = 0.0
-    for name in names:
+    for i, name in enumerate(names):
         data = (images_dir / name).read_bytes()
         t0 = time.perf_counter()
         xyxy, score, (w, h) = detect(data, name)
@@ -175,7 +223,7 @@ def evaluate(
                 lab = area_of(gt, (w, h)) if len(gt) else np.zeros_like(red)
                 tally.redacted_outside += float((red & ~lab).mean())
         if progress:
-            progress()
+            progress(i + 1, len(names))
     return EvalResult(cls, split, len(names), seconds, tallies)
 
 
@@ -204,28 +252,80 @@ def thresholds_arg(values: Iterable[float]) -> list[float]:
     return out
 
 
-def as_large_frame(redactor: Any, long_side: int, ratio: float) -> None:
-    """Make ``redactor``'s CenterNet detectors plan an image of ``long_side`` px as if it were
-    a frame ``ratio`` x larger than the network input: whole-frame pass at 1/ratio, no upscale
-    or tile pass (the regime of a 1920 px frame at input_size 1280 is ratio 1.5)."""
-    from dataclasses import replace
+def eval_config(config: RedactConfig, cls: str, threshold: float, frame_ratio: float | None = None) -> RedactConfig:
+    """The config an evaluation of ``cls`` at ``threshold`` runs (``config`` is not changed).
 
-    from redact.centernet import CenterNetDetector
+    ``frame_ratio`` (``--as-large-frame``): the whole-frame pass sees each image at
+    1/``frame_ratio``, with no upscale or tile pass (1.5: a 1920 px frame at input_size 1280).
+    """
+    from pydantic import ValidationError
 
-    for det in redactor.detectors:
-        if isinstance(det, CenterNetDetector):
-            det.params = replace(det.params, input_size=max(32, int(long_side / ratio)), upscale=1.0,
-                                 tile_above=10**9)
+    from redact.config import DetectorSection
+    from redact.errors import RedactError
+
+    upd: dict[str, Any] = {f"{cls}_threshold": threshold}
+    if frame_ratio is not None:
+        upd.update(input_scale=1.0 / frame_ratio, upscale=1.0, tile_above=10**9)
+    try:
+        new = DetectorSection.model_validate({**config.detector.model_dump(), **upd})
+    except ValidationError as e:
+        raise RedactError(f"evaluation settings: {e.errors()[0]['msg']}") from None
+    return config.model_copy(update={"detector": new})
 
 
-def widen_refinement(redactor: Any, high: float) -> None:
-    """Refine candidates up to ``high`` (the highest threshold of a sweep): detection runs at
-    the lowest threshold and higher ones filter its output, which is only equivalent to
-    separate runs if every candidate below each threshold got its second look."""
-    from dataclasses import replace
+def run_eval(
+    labels_path: Path,
+    images_dir: Path,
+    config: RedactConfig,
+    *,
+    cls: str,
+    thresholds: Sequence[float] = (),
+    split: Split = "all",
+    threads: int | None = None,
+    frame_ratio: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """``streetveil eval``: the Redactor ``config`` describes over the labelled images of
+    ``split``; recall and precision per threshold (default: the one in effect) and height band.
 
-    from redact.centernet import CenterNetDetector
+    A sweep of thresholds filters one detection run at its lowest threshold, which equals
+    separate runs only without a second look: faces with refinement promote candidates below
+    their threshold, so each threshold then gets its own run.
+    """
+    from redact.detectors import plate_threshold
+    from redact.engine import Redactor
+    from redact.errors import RedactError
+    from redact.ops import redacted_area
+    from redact.types import class_index
 
-    for det in redactor.detectors:
-        if isinstance(det, CenterNetDetector):
-            det.heads = tuple(replace(h, refine=replace(h.refine, high=high)) if h.refine else h for h in det.heads)
+    det = config.detector
+    ths = thresholds_arg(thresholds or [det.face_threshold if cls == "face" else plate_threshold(det)])
+    groups = [[t] for t in ths] if cls == "face" and det.refine else [ths]
+    labels = load_labels(labels_path)
+    ci = class_index(cls)
+    results: list[EvalResult] = []
+    info: dict[str, Any] | None = None
+    for gi, group in enumerate(groups):
+        redactor = Redactor(eval_config(config, cls, group[0], frame_ratio), threads=threads)
+        if cls not in redactor.classes:
+            raise RedactError(f"the configured detectors find no {cls}s")
+        info = info or redactor.info
+
+        def detect(data: bytes, name: str, r: Redactor = redactor) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+            img = r.decode(data, name=name)
+            d = r.detect(img, classes=(cls,))
+            return np.array(d.xyxy), np.array(d.score), (img.width, img.height)
+
+        def area(xyxy: np.ndarray, size: tuple[int, int], r: Redactor = redactor) -> np.ndarray:
+            return redacted_area(xyxy, np.full(len(xyxy), ci, np.uint8), r.params, size[0], size[1])
+
+        def step(done: int, total: int, gi: int = gi) -> None:
+            if progress:
+                progress(gi * total + done, total * len(groups))
+
+        results.append(evaluate(labels, images_dir, detect, cls=cls, thresholds=group, split=split, area_of=area,
+                                progress=step))
+    first = results[0]
+    return EvalResult(cls, split, first.images, sum(r.seconds for r in results) / len(results),
+                      {t: tally for r in results for t, tally in r.by_threshold.items()},
+                      info=info, labels=str(labels_path), as_large_frame=frame_ratio)

@@ -5,7 +5,8 @@ which it is resized for the network. Detections from all windows are mapped back
 pixels and merged by NMS.
 
 - The *whole-frame* pass sees the entire image with its long side at ``input_size`` (never
-  upscaled), which finds large and medium objects at a fixed, predictable cost.
+  upscaled), which finds large and medium objects at a fixed, predictable cost (or at a fixed
+  ``input_scale``, for evaluating that regime on small images).
 - An *upscale* pass (small images) sees the image at ``upscale``× so that faces of 10–30 px
   reach the size range the network scores well; the 1× pass is always kept because large
   faces leave the network's range when upscaled.
@@ -56,6 +57,7 @@ class Window:
 @dataclass(frozen=True, slots=True)
 class PlanParams:
     input_size: int = 1280  # long side of the whole-frame pass; 0 = native resolution
+    input_scale: float = 0.0  # > 0: the whole-frame pass at this fixed scale (input_size unused)
     upscale: float = 2.0  # extra pass for small images; 1.0 = none
     upscale_below: int = 800  # ... applied when the long side is below this
     tile_above: int = 2600  # native-resolution tiled pass when the long side is above this
@@ -68,6 +70,8 @@ class PlanParams:
             raise ValueError(f"input_size must be 0 or >= {STRIDE}")
         if self.upscale < 1.0:
             raise ValueError("upscale must be >= 1")
+        if not 0.0 <= self.input_scale <= 1.0:
+            raise ValueError("input_scale must be in [0, 1]")
         if not STRIDE <= self.tile_overlap * 2 < self.tile_size:
             raise ValueError("tile_overlap must be in [16, tile_size / 2)")
 
@@ -96,7 +100,10 @@ def plan(width: int, height: int, params: PlanParams) -> list[Window]:
         raise ValueError("image must not be empty")
     ext_w = width + wrap_margin(width, params)
     long_side = max(ext_w, height)
-    s0 = 1.0 if not params.input_size else min(1.0, params.input_size / long_side)
+    if params.input_scale:
+        s0 = params.input_scale
+    else:
+        s0 = 1.0 if not params.input_size else min(1.0, params.input_size / long_side)
     windows = [Window(0, 0, ext_w, height, s0)]
     if params.upscale > 1.0 and max(width, height) < params.upscale_below:
         windows += _tiled(ext_w, height, params.upscale, params)

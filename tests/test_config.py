@@ -95,3 +95,15 @@ def test_cli_misspelt_key_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "every_metres" in r.stderr and str(p) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_one_rule_tells_a_nightly_config_from_a_redact_config(tmp_path: Path) -> None:
+    from pipeline.config import is_nightly_config
+
+    assert is_nightly_config(CONFIGS / "nightly.toml")
+    redact = tmp_path / "redact.toml"
+    redact.write_text("[detector]\nface_threshold = 0.25\n")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[redact\n")
+    assert not is_nightly_config(redact) and not is_nightly_config(broken)
+    assert not is_nightly_config(tmp_path / "missing.toml")

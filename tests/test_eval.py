@@ -60,3 +60,70 @@ def test_tally_and_threshold_sweep_filter_one_detection_run(tmp_path: Path) -> N
     t = Tally()
     t.add(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
     assert t.images == 1 and t.row(slice(None))["recall"] is None
+
+
+def test_eval_config_sets_the_threshold_and_the_large_frame_regime_through_the_config() -> None:
+    from redact.config import RedactConfig
+    from redact.evaluate import eval_config
+
+    base = RedactConfig()
+    d = eval_config(base, "face", 0.2, frame_ratio=1.5).detector
+    assert d.face_threshold == 0.2 and d.plate_threshold == base.detector.plate_threshold
+    assert (d.input_scale, d.upscale) == (pytest.approx(1 / 1.5), 1.0) and d.tile_above >= 10**9
+    assert base.detector.input_scale is None and base.detector.face_threshold != 0.2  # not changed
+    d = eval_config(base, "plate", 0.4).detector
+    assert d.plate_threshold == 0.4 and d.input_scale is None and d.face_threshold == base.detector.face_threshold
+
+
+def test_a_threshold_sweep_equals_separate_runs(shared: Path, tmp_path: Path) -> None:
+    """One detection run filtered at each threshold gives what a run at that threshold gives:
+    the second look covers candidates up to the sweep's highest threshold."""
+    from redact.config import RedactConfig
+    from redact.evaluate import run_eval
+
+    d = shared / "faces-street-photos"
+    labels = json.loads((d / "labels.json").read_text())
+    subset = {k: labels[k] for k in sorted(labels)[:12]}
+    lab = tmp_path / "labels.json"
+    lab.write_text(json.dumps(subset))
+    kw = {"cls": "face", "threads": 2, "frame_ratio": 1.5}
+    sweep = run_eval(lab, d, RedactConfig(), thresholds=[0.2, 0.3], **kw)  # type: ignore[arg-type]
+    for th in (0.2, 0.3):
+        alone = run_eval(lab, d, RedactConfig(), thresholds=[th], **kw)  # type: ignore[arg-type]
+        assert alone.table(th) == sweep.table(th), th
+    assert sweep.table(0.2)[0]["labels"] == sum(len(v) for v in subset.values())
+    assert sweep.info is not None and sweep.info["detectors"][0]["name"] == "streetveil"
+
+
+def test_train_val_is_the_plate_models_time_split(shared: Path) -> None:
+    from redact.evaluate import select_images
+
+    d = shared / "plates-dashcam-ro"
+    labels = json.loads((d / "labels.json").read_text())
+    train, val = select_images(labels, d, "train"), select_images(labels, d, "val")
+    assert sorted(train + val) == sorted(labels) and not set(train) & set(val)
+    assert 0.15 < len(val) / len(labels) < 0.25
+    # Independently of the split code: per ride (ORIGIN.json), every val frame is later than
+    # every train frame.
+    import re
+
+    origin = json.loads((d / "ORIGIN.json").read_text())
+
+    def ride_t(key: str) -> tuple[str, float]:
+        m = re.search(r"/([^/]+)\.mp4#t=([0-9.]+)\.jpg$", origin[key])
+        assert m is not None
+        return m.group(1), float(m.group(2))
+
+    for ride in {ride_t(k)[0] for k in labels}:
+        t_train = [ride_t(k)[1] for k in train if ride_t(k)[0] == ride]
+        t_val = [ride_t(k)[1] for k in val if ride_t(k)[0] == ride]
+        assert t_val and (not t_train or min(t_val) > max(t_train))
+
+
+def test_train_val_needs_a_dashcam_set(shared: Path) -> None:
+    from redact.errors import RedactError
+    from redact.evaluate import select_images
+
+    d = shared / "faces-group-photos"
+    with pytest.raises(RedactError, match=r"ORIGIN\.json"):
+        select_images(json.loads((d / "labels.json").read_text()), d, "val")

@@ -122,6 +122,17 @@ def test_plan_scales(w: int, h: int, scales: list[float]) -> None:
         assert max(x.net_size) <= max(1280, PlanParams().tile_size)
 
 
+def test_a_fixed_input_scale_replaces_the_input_size() -> None:
+    """input_scale (``streetveil eval --as-large-frame``) fixes the whole-frame pass's scale
+    whatever the image size; with no upscale or tile pass it is the only window."""
+    p = PlanParams(input_scale=2 / 3, upscale=1.0, tile_above=10**9)
+    for w, h in ((400, 300), (1920, 1080), (3840, 2160)):
+        (win,) = plan(w, h, p)
+        assert win == Window(0, 0, w, h, 2 / 3)
+    with pytest.raises(ValueError, match="input_scale"):
+        PlanParams(input_scale=1.5)
+
+
 def test_tiles_overlap_by_at_least_the_configured_amount() -> None:
     p = PlanParams(tile_size=1024, tile_overlap=128)
     tiles = [x for x in plan(4000, 2000, p) if x.scale == 1.0]

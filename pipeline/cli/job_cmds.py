@@ -166,18 +166,11 @@ def redact_sessions(sessions: list[Path], out_dir: Path, config: Path | None, re
     same frames and config), in this process, without Dask. ``config`` may be a nightly.toml
     (its [publish], [decrypt] are used) or a redact config (then nightly defaults apply).
     """
-    import tomllib
-
-    from pipeline.config import NightlyConfig, load_config
+    from pipeline.config import NightlyConfig, is_nightly_config, load_config
     from pipeline.errors import ConfigError
     from pipeline.job import JobOptions, run_serial
 
-    nightly = False
-    if config is not None:
-        try:  # the same rule as `streetveil redact`: a nightly config has a [redact] table
-            nightly = "redact" in tomllib.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            nightly = False
+    nightly = config is not None and is_nightly_config(config)
     cfg = load_config(config if nightly else None, NightlyConfig, kind="nightly")
     cfg = cfg.model_copy(update={"redact": redact_cfg})
     if not cfg.publish.notice.exists():

@@ -1,4 +1,5 @@
-"""Redacting loose image files and folders (``streetveil redact``), with I/O overlapped.
+"""``streetveil redact`` on loose image files and folders: the file-writing driver around the
+Redactor, with I/O overlapped.
 
 Output layout (like ``cp -r``): a file input is written as ``OUT/<its name>``, a folder input
 as ``OUT/<folder name>/<path inside it>``; names and formats are kept. Two inputs that would
@@ -10,6 +11,7 @@ onnxruntime release the GIL), so decoding and encoding overlap inference.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -17,12 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redact.engine import Redactor
+from capture.fsutil import atomic_write_bytes, atomic_write_text
 from redact.errors import ImageError, RedactError, is_fatal
 from redact.imageio import SUFFIXES, DecodedImage
 from redact.types import Detections
+
+if TYPE_CHECKING:
+    from redact.config import RedactConfig
+    from redact.engine import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +113,6 @@ def _read_decode(redactor: Redactor, job: ImageJob) -> DecodedImage:
 
 
 def _render_write(redactor: Redactor, image: DecodedImage, dets: Detections, dst: Path) -> None:
-    from capture.fsutil import atomic_write_bytes
-
     data = redactor.render(image, dets)
     dst.parent.mkdir(parents=True, exist_ok=True)
     # Not fsynced per image: a rerun rewrites it; the report is what records completion.
@@ -155,10 +159,9 @@ def redact_files(
             "error": error,
         }
         summary.images += 1
-        if error:
+        if error:  # printed once, by the caller, from summary.failures
             summary.failed += 1
             summary.failures.append((job.rel, error))
-            log.error("%s", error)
         else:
             summary.ok += 1
             assert dets is not None
@@ -201,11 +204,51 @@ def _message(job: ImageJob, e: BaseException) -> str:
 
 def write_report(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """The report as JSON Lines, written atomically."""
-    import json
-
-    from capture.fsutil import atomic_write_text
-
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in records)
     atomic_write_text(path, text)
+
+
+@dataclass(frozen=True, slots=True)
+class RedactRun:
+    """What ``redact_paths`` did: the counts and what ran (Redactor.info, model hash)."""
+
+    summary: BatchSummary
+    info: dict[str, Any]
+    model_hash: str
+
+
+def redact_paths(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    config: RedactConfig,
+    *,
+    report: Path | None = None,
+    threads: int | None = None,
+    on_start: Callable[[dict[str, Any], int], None] | None = None,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> RedactRun:
+    """``streetveil redact INPUT... --out DIR``: collect the images, load the detectors once,
+    redact every image into ``out_dir`` and write the report (if asked).
+
+    ``on_start(info, total)`` is called once the detectors are loaded; ``on_done(record)``
+    after each image. Per-image failures are in the summary; a usage problem (no images,
+    colliding outputs, an output that is an input) raises RedactError before anything is written.
+    """
+    from redact.engine import Redactor
+
+    jobs = collect_inputs(list(inputs), out_dir)
+    if not jobs:
+        raise RedactError("no images found in the inputs (" + ", ".join(sorted(s.lstrip(".") for s in SUFFIXES))
+                          + ")")
+    d = config.detector
+    per_inference, workers = thread_layout(d.threads, d.runtime, d.device, threads)
+    redactor = Redactor(config, threads=per_inference)
+    if on_start:
+        on_start(redactor.info, len(jobs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, records = redact_files(redactor, jobs, out_dir, on_done=on_done, workers=workers)
+    if report is not None:
+        write_report(report, records)
+    return RedactRun(summary, redactor.info, redactor.model_hash)
 
