@@ -12,10 +12,11 @@ time window is reported, because one of them may still show the place.
 Deleting goes through ``capture.session.delete_frames`` (journalled in the session's
 ``deletions.jsonl`` before the file goes, reason ``request``, the requester's opaque reference)
 and is recorded like a retention purge: one ``raw-delete`` record in the hash chain
-``SESSIONS_ROOT/audit.jsonl`` (the sessions root has no publish tree of its own) and, for each
-session published in ``--publish-dir``, in that session's chain and the publish index. The
-records hold frame ids, hashes, the time window and the radius, never the point asked about
-(it is often the requester's home).
+``SESSIONS_ROOT/audit.jsonl`` (the sessions root has no publish tree of its own: reason,
+reference, frame ids, hashes, the time window and the radius, never the point asked about, which
+is often the requester's home) and, for each session published in ``--publish-dir``, in that
+session's chain (which goes to the GIS team: frame ids, hashes and counts only, naming the full
+record by its sha256) and the publish index.
 """
 
 from __future__ import annotations
@@ -251,14 +252,16 @@ def delete_raw(sessions_root: Path, query: FindQuery, found: Sequence[FoundFrame
               "sessions": [{"session_id": sid, "frames": v} for sid, v in sorted(per_session.items())],
               "note": "raw frame files deleted and journalled in each session's deletions.jsonl; frames.jsonl "
                       "and track kept (no pixels); published images are not changed by this command"}
-    audit.append_records(root / ROOT_AUDIT, [record])
+    root_state = audit.append_records(root / ROOT_AUDIT, [record])
     if publish_dir is not None:
         for sid, frames in sorted(per_session.items()):
             if (Path(publish_dir) / sid / "manifest.json").is_file():
+                # The published chain travels with the session to the GIS team: ids, hashes
+                # and counts only; the reason, the reference and the query stay in the
+                # sessions root's chain, linked by the sha256 of that record.
                 append_session_records(Path(publish_dir), sid, [{
-                    "type": "raw-delete", "time": now, "who": record["who"], "reason": reason,
-                    "requester_ref": ref, "query": window, "frames_deleted": len(frames), "frames": frames,
-                    "session_id": sid}])
+                    "type": "raw-delete", "time": now, "who": record["who"], "frames_deleted": len(frames),
+                    "frames": frames, "session_id": sid, "root_record_sha256": root_state.head}])
     log.info("deleted %d raw frames in %d sessions", n, len(per_session))
     return DeleteOutcome(deleted=n, sessions=sorted(per_session), record=record)
 

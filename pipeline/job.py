@@ -572,6 +572,10 @@ KEPT_NOTE = "previous publication kept"
 
 
 def _frame_record(rec: FrameRecord, **kw: Any) -> dict[str, Any]:
+    """A ``frame`` audit record. It never holds a position: the chain is published with the
+    session (PUBLISH_DIR/<session>/audit.jsonl), and a frame's position next to its later
+    removal (takedown, zone) would map what residents asked to keep out. Time, ids and hashes
+    link it to the session's frames.jsonl, which operations keep (docs/publish-format.md)."""
     return {"type": "frame", "frame_id": rec.frame_id, "capture_time": format_time(rec.time),
             "raw_sha256": rec.sha256, **kw}
 
@@ -646,7 +650,6 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             if rec.frame_id in late_ids:
                 continue
             res = by_id[rec.frame_id]
-            where = {} if rec.lat is None else {"lat": rec.lat, "lon": rec.lon, "heading": rec.heading}
             late = {"note": f"{late_note}: re-rendered at publication"} if rec.frame_id in stale_ids else {}
             if res.status == "ok" and res.image and res.sha256:
                 feature = frame_feature(rec, session_id=sid, image=image_path(rec.frame_id), sha256=res.sha256,
@@ -676,11 +679,11 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                     oc.faces += int(props.get("faces", 0))
                     oc.plates += int(props.get("plates", 0))
                     oc.failures.append((rec.frame_id, f"{res.error or 'unknown error'} ({KEPT_NOTE})"))
-                    records.append(_frame_record(rec, **where, status="failed", error=res.error, output_sha256=None,
+                    records.append(_frame_record(rec, status="failed", error=res.error, output_sha256=None,
                                                  kept_output_sha256=props.get("sha256"), note=KEPT_NOTE))
                     continue
                 oc.failures.append((rec.frame_id, res.error or "unknown error"))
-                records.append(_frame_record(rec, **where, status="failed", error=res.error, output_sha256=None))
+                records.append(_frame_record(rec, status="failed", error=res.error, output_sha256=None))
                 continue
             oc.published += 1
             oc.skipped += int(res.cached)
@@ -689,7 +692,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             if res.sha256 in known and not late:
                 continue  # already in the chain from an earlier publication
             records.append(_frame_record(
-                rec, **where, status="ok", error=None, output_sha256=res.sha256, output_size=res.size,
+                rec, status="ok", error=None, output_sha256=res.sha256, output_size=res.size,
                 image=image_path(rec.frame_id), faces=res.faces, plates=res.plates,
                 faces_carried=res.faces_carried, plates_carried=res.plates_carried, request_boxes=res.extra,
                 method=method, cached=res.cached, **late))
@@ -714,8 +717,6 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                 oc.plates += int(props.get("plates", 0))
                 continue
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
-            # No position for any frame left out: the log would otherwise map the very places
-            # residents asked to keep out of the published set (zones, takedowns, deletions).
             # ``context_detection`` says whether its detections were carried to its neighbours.
             records.append(_frame_record(rec, status="excluded", reason=why,
                                          context_detection=(context or {}).get(rec.frame_id, "not needed")))

@@ -10,8 +10,9 @@ hash chains (``pipeline.audit``):
   a spot of a published image that is still sharp: it must not sit in files the GIS team reads
   before the blur is out. Its head is recorded in the publish index, and ``audit verify``
   checks it (``verify_governance``).
-- The session's own chain, at apply time: the ``request`` (reason, opaque requester reference,
-  never a name or address), the ``frame-override`` that later nightly runs obey
+- The session's own chain, at apply time: the ``request`` (its id, action, frame and the sha256
+  of its queued record; the reason, the requester's reference and the boxes asked for stay in
+  the queue, because the chain goes to the GIS team), the ``frame-override`` that later nightly runs obey
   (``pipeline.plan.overrides_from``), a new ``frame`` record for the image (status ok with its
   new sha256, or excluded) and the ``request-outcome``; then the usual ``publish`` record.
 - Exclusion zones added by request are kept in ``PUBLISH_DIR/.governance/exclusion-zones.geojson``;
@@ -579,13 +580,18 @@ def _frame_record(prev: Mapping[str, Any] | None, fid: str, **kw: Any) -> dict[s
 
 
 def _request_record(q: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as the session's published chain records it: what and when, linked by
+    ``request_id`` (and the sha256 of its queue line) to the queue in .governance/, which
+    alone keeps the reason, the requester's reference, the boxes asked for and a zone's
+    polygon. None of those may reach the folder the GIS team gets: a reason names a place or
+    a person's situation, a rejected blur's boxes point at a spot that is still sharp, a
+    polygon maps a home. Applied blur boxes are in the ``frame-override`` record (the image
+    is blurred there; later runs need them)."""
     rec = {"type": "request", "request_id": q["request_id"], "received": q["time"], "time": audit.now_utc(),
-           "action": q["action"], "frame_id": q.get("frame_id"), "reason": q["reason"],
-           "requester_ref": q.get("requester_ref"), "requested_by": q.get("who"), "applied_by": audit.who()}
-    if q["action"] == "blur":
-        rec["boxes"] = q["boxes"]
+           "action": q["action"], "frame_id": q.get("frame_id"), "requested_by": q.get("who"),
+           "applied_by": audit.who(), "queue_record_sha256": audit.line_hash(audit.canonical(q))}
     if q["action"] == "zone":
-        rec["zone_sha256"] = q["zone_sha256"]  # the polygon stays in .governance (it maps a home)
+        rec["zone_sha256"] = q["zone_sha256"]
     return rec
 
 
@@ -670,8 +676,7 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
                 fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key, boxes=res.boxes)
             txn.put_image(fid, {**feat, "properties": props}, data=data, sha256=sha, qa=qa)
             prev = latest.get(fid)
-            carried = {k: prev[k] for k in ("lat", "lon", "heading", "faces", "plates", "faces_carried",
-                                            "plates_carried") if prev and k in prev}
+            carried = {k: prev[k] for k in ("faces", "plates", "faces_carried", "plates_carried") if prev and k in prev}
             n_boxes = int((prev or {}).get("request_boxes", 0) or 0) + len(boxes)
             frame = _frame_record(prev, fid, **carried, status="ok", error=None, output_sha256=sha,
                                   output_size=len(data), image=image_path(fid), request_boxes=n_boxes,

@@ -176,6 +176,12 @@ def test_published_copies_are_listed_and_the_deletion_recorded_there(job_session
     assert r.returncode == 0, r.stderr
     last = audit.read_records(pub / job_session.name / "audit.jsonl")[-1]
     assert last["type"] == "raw-delete" and {x["frame_id"] for x in last["frames"]} == {f for _, f in want}
+    # The published chain (handed to the GIS team) has ids and hashes; why, who asked and the
+    # query stay in the sessions root's chain, which it names by the sha256 of the record.
+    assert not {"reason", "requester_ref", "query"} & set(last)
+    root_chain = (root / "audit.jsonl").read_bytes().splitlines()
+    assert last["root_record_sha256"] == audit.line_hash(root_chain[-1])
+    assert json.loads(root_chain[-1])["reason"] == "leak report"
     assert run_cli("audit", "verify", str(pub)).returncode == 0
     # Published images are a separate decision (request add --remove); the raw ones are gone.
     assert all((pub / job_session.name / "images" / f"{f}.jpg").exists() for _, f in want)

@@ -145,9 +145,16 @@ def test_blur_from_raw_changes_only_the_box_and_survives_the_next_run(tree: tupl
     assert _features(sdir)[fid]["properties"]["sha256"] == new_sha
     chain = _chain(sdir)
     req = [x for x in chain if x["type"] == "request"][-1]
-    assert req["requester_ref"] == "CASE-2026-17" and req["boxes"] == [list(box)] and req["frame_id"] == fid
+    assert req["frame_id"] == fid and req["action"] == "blur"
+    # Reason, reference and the boxes asked for stay in the queue (.governance/); the published
+    # chain links to it by request id and the sha256 of the queued record.
+    assert not {"reason", "requester_ref", "boxes"} & set(req)
+    assert b"CASE-2026-17" not in (sdir / "audit.jsonl").read_bytes()
+    queued = audit.read_records(pub / ".governance" / "requests.jsonl")[0]
+    assert queued["requester_ref"] == "CASE-2026-17" and queued["boxes"] == [list(box)]
+    assert req["queue_record_sha256"] == audit.line_hash(audit.canonical(queued))
     ov = [x for x in chain if x["type"] == "frame-override"][-1]
-    assert ov["action"] == "blur" and ov["request_id"] == req["request_id"]
+    assert ov["action"] == "blur" and ov["request_id"] == req["request_id"]  # applied boxes: later runs obey them
     frame = [x for x in chain if x["type"] == "frame" and x["frame_id"] == fid][-1]
     assert frame["status"] == "ok" and frame["output_sha256"] == new_sha
     assert frame["method"] == "request-rerender-raw"

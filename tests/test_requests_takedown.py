@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import CONFIGS, run_cli
 from PIL import Image
 from test_requests import (
     NIGHTLY,
@@ -186,3 +186,103 @@ def test_request_for_a_withdrawn_frame_is_rejected_and_recorded(tree: tuple[Path
     assert sorted(o["status"] for o in outs) == ["applied", "rejected"]
     assert [x["status"] for x in _chain(sdir) if x["type"] == "request-outcome"] == ["applied", "rejected"]
     _verify_ok(pub)
+
+
+# ---------------------------------------------------------------------------- the GIS folder holds no private data
+
+
+def _coordinate_pairs(obj: object) -> list[tuple[float, float]]:
+    """Every (lon, lat) a JSON document holds: [lon, lat(, alt)] arrays and objects with lat/lon."""
+    out: list[tuple[float, float]] = []
+    if isinstance(obj, dict):
+        if isinstance(obj.get("lat"), float) and isinstance(obj.get("lon"), float):
+            out.append((obj["lon"], obj["lat"]))
+        for v in obj.values():
+            out += _coordinate_pairs(v)
+    elif isinstance(obj, list):
+        if 2 <= len(obj) <= 3 and all(isinstance(v, float) for v in obj):
+            out.append((obj[0], obj[1]))
+        for v in obj:
+            out += _coordinate_pairs(v)
+    return out
+
+
+def _documents(path: Path) -> list[object]:
+    if path.suffix not in (".json", ".jsonl", ".geojson"):
+        return []
+    text = path.read_text()
+    return [json.loads(x) for x in text.splitlines() if x.strip()] if path.suffix == ".jsonl" else [json.loads(text)]
+
+
+def test_published_session_folder_holds_no_private_data(tree: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """After a takedown, a zone request, an applied and a pending blur request, a config zone in a
+    later nightly run and a raw deletion by place: no file of PUBLISH_DIR/<session>/ (what the
+    GIS team gets) holds the position of a frame left out, a zone's polygon, a request's reason,
+    a requester's reference, the boxes of a pending request or the point a deletion asked about."""
+    from capture.geodesy import offset_m
+    from capture.session import SessionReader
+    from pipeline.config import NightlyConfig, load_config
+    from pipeline.find import FindQuery, delete_raw, find_frames
+    from pipeline.job import JobOptions, run_serial
+    from pipeline.requests import ApplyOptions, RequestSpec, add_request, apply_requests
+
+    pub, sdir, raw = tree
+    sid = sdir.name
+    pos = {r.frame_id: (r.lon, r.lat) for r in SessionReader(raw).frames()}
+
+    def square(fid: str, half_m: float) -> dict:  # type: ignore[type-arg]
+        lon, lat = pos[fid]
+        s, w = offset_m(lat, lon, -half_m, -half_m)
+        n, e = offset_m(lat, lon, half_m, half_m)
+        return {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+
+    secrets = ["REASON-TAKEDOWN", "REASON-ZONE", "REASON-BLUR", "REASON-PENDING", "REASON-DELETE",
+               "CASE-77", "CASE-78", "CASE-79", "DEL-9"]
+    cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={})
+    add_request(sdir, RequestSpec("remove", "REASON-TAKEDOWN owner objected", session_id=sid, frame_id="000006",
+                                  requester_ref="CASE-77"))
+    add_request(sdir, RequestSpec("blur", "REASON-BLUR house name", session_id=sid, frame_id="000003",
+                                  boxes=((400, 96, 592, 240),), requester_ref="CASE-78"))
+    zone = square("000004", 1.5)
+    add_request(pub, RequestSpec("zone", "REASON-ZONE shelter entrance", zone=zone, requester_ref="CASE-79"))
+    assert not apply_requests(pub, ApplyOptions(config=cfg, sessions_root=raw.parent)).rejected
+    pending_box = (112, 48, 304, 176)
+    add_request(sdir, RequestSpec("blur", "REASON-PENDING window", session_id=sid, frame_id="000002",
+                                  boxes=(pending_box,)))
+    # A later nightly run with a config zone around 000005.
+    cfg_zone = square("000005", 1.5)
+    zfile = tmp_path / "zones.geojson"
+    zfile.write_text(json.dumps({"type": "Feature", "properties": {"name": "school"}, "geometry": cfg_zone}))
+    cfg2 = cfg.model_copy(update={"publish": cfg.publish.model_copy(update={"exclusion_zones": zfile})})
+    s = run_serial(JobOptions(sessions=(str(raw),), out=str(pub), config=cfg2, progress=False, threads=1))
+    assert s.sessions[0].excluded == {"exclusion-zone": 2, "removed-by-request": 1}  # 000004, 000005; 000006
+    # A raw deletion asked for around 000007 (its published image stays: not a takedown).
+    near = (pos["000007"][1] + 2e-6, pos["000007"][0] + 2e-6)
+    q = FindQuery(near=near, radius_m=2.0)
+    found = find_frames(raw.parent, q, publish_dir=pub)
+    assert [f.frame_id for f in found.frames if f.raw_present] == ["000007"]
+    delete_raw(raw.parent, q, found.frames, reason="REASON-DELETE resident asked", requester_ref="DEL-9",
+               publish_dir=pub)
+    _verify_ok(pub)
+
+    left_out = {f: pos[f] for f in ("000004", "000005", "000006")}
+    assert not set(left_out) & set(_features(sdir))
+    forbidden = [(p, f"frame {f}") for f, p in left_out.items()]
+    forbidden += [((float(x), float(y)), "a zone vertex") for g in (zone, cfg_zone) for x, y in g["coordinates"][0]]
+    forbidden.append(((near[1], near[0]), "the deletion's point"))
+    files = [p for p in sorted(sdir.rglob("*")) if p.is_file()]
+    assert any(p.name == "audit.jsonl" for p in files) and len(files) > 8
+    for path in files:
+        data = path.read_bytes()
+        for word in secrets:
+            assert word.encode() not in data, (path, word)
+        for (lon, lat), what in forbidden:
+            assert not (f"{lat:.6f}".encode() in data and f"{lon:.6f}".encode() in data), (path, what)
+        for doc in _documents(path):
+            for plon, plat in _coordinate_pairs(doc):
+                for (lon, lat), what in forbidden:
+                    assert abs(plon - lon) > 1e-6 or abs(plat - lat) > 1e-6, (path, what)
+        assert b"[112,48,304,176]" not in data and b"112, 48, 304, 176" not in data, path  # the pending box
+    # The governance folder keeps them (outside what the GIS team gets).
+    gov = (pub / ".governance" / "requests.jsonl").read_text()
+    assert "REASON-TAKEDOWN" in gov and "[112,48,304,176]" in gov
