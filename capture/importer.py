@@ -3,8 +3,11 @@ from a folder of JPEGs with EXIF times.
 
 Frame times: the container's ``creation_time`` plus each frame's presentation time, plus the
 user's ``time_offset_s`` (seconds added to the camera clock to get UTC; many cameras write
-local time labelled as UTC). When no frame falls inside the track the import writes nothing
-and raises ``ImportTimeMismatch`` with a suggested offset.
+local time labelled as UTC). Photo times come from EXIF (``capture.exif``): in UTC only when
+the file says its zone (an offset tag, or GPS date/time stamps); other photos need the zone
+from the user (``timezone``, or ``time_offset_s`` from a UTC reading), never a guess. When no
+frame falls inside the track the import writes nothing and raises ``ImportTimeMismatch`` with
+a suggested offset. Only the part of the track around the media (``TRACK_MARGIN_S``) is stored.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from capture.errors import CaptureError, ImportTimeMismatch
+from capture.exif import ExifInfo, read_exif
 from capture.geotag import Geotag, geotag
 from capture.gps.gpx import read_gpx_fixes
 from capture.session import SessionMeta, SessionWriter
@@ -30,22 +34,46 @@ from capture.zones import Zones
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
+# Fixes stored with an import: those within the media's time span plus this margin (or the
+# geotagging gap limit, if longer: the fixes that bracket the first and last frame). A GPX of
+# the whole day must not put the rest of the day's movements into the session.
+TRACK_MARGIN_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class ImportSettings:
     trigger: TriggerSettings = field(default_factory=TriggerSettings)
-    time_offset_s: float = 0.0
+    # Seconds added to the camera clock to get UTC. None: not given (0 for video; photos whose
+    # EXIF time has no zone then need ``timezone``).
+    time_offset_s: float | None = None
+    # IANA zone (e.g. "Asia/Tokyo") of a camera clock whose EXIF times carry no zone: photos only.
+    timezone: str | None = None
     max_gap_s: float = 2.0
     keep_frames_without_position: bool = False
     jpeg_quality: int = 92
     fsync_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.time_offset_s):
+        if self.time_offset_s is not None and not math.isfinite(self.time_offset_s):
             raise ValueError("time_offset_s must be finite")
         if self.max_gap_s <= 0:
             raise ValueError("max_gap_s must be > 0")
+        if self.timezone is not None:
+            zone_info(self.timezone)
+
+    @property
+    def offset_s(self) -> float:
+        return self.time_offset_s or 0.0
+
+
+def zone_info(name: str) -> Any:
+    """The IANA time zone ``name`` (ValueError naming it when unknown)."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"unknown time zone {name!r}: give an IANA name such as Asia/Tokyo or Europe/Paris") from None
 
 
 @dataclass
@@ -175,12 +203,12 @@ def import_video(
     if not video.is_file():
         raise CaptureError(f"{video}: video file not found")
     track = read_gpx_fixes(gpx)
-    start, times = video_frame_times(video, settings.time_offset_s)
+    start, times = video_frame_times(video, settings.offset_s)
     _check_overlap(times, track, video)
     trig = Trigger(settings.trigger)
     writer = SessionWriter.create(out, meta, start=start, recipient_public_key=recipient_public_key,
                                   fsync_interval_s=settings.fsync_interval_s)
-    _journal_track(writer, track, zones)
+    _journal_track(writer, track, zones, span=(min(times), max(times)), max_gap_s=settings.max_gap_s)
     last_thumb: np.ndarray | None = None
     last_t: datetime | None = None
     for n, t, bgr in _iter_video(video, start):
@@ -209,11 +237,17 @@ def import_video(
     return ImportResult(path, writer.frame_count, dict(writer.counters))
 
 
-def _journal_track(writer: SessionWriter, track: Sequence[Fix], zones: Zones | None) -> None:
+def _journal_track(writer: SessionWriter, track: Sequence[Fix], zones: Zones | None, *,
+                   span: tuple[datetime, datetime], max_gap_s: float) -> None:
     """The track into the session as the daemon journals it: a fix inside a privacy zone is
-    counted, never stored (the published track.geojson is drawn from the stored fixes)."""
+    counted, never stored (the published track.geojson is drawn from the stored fixes); so is
+    a fix farther than the margin from the media's time span."""
+    margin = timedelta(seconds=max(TRACK_MARGIN_S, max_gap_s))
+    lo, hi = span[0] - margin, span[1] + margin
     for f in track:
-        if zones and zones.contains(f.lat, f.lon):
+        if not lo <= f.time <= hi:
+            writer.count("fixes_outside_media_span")
+        elif zones and zones.contains(f.lat, f.lon):
             writer.count("fixes_in_privacy_zone")
         else:
             writer.add_fix(f)
@@ -239,68 +273,6 @@ def _add(writer: SessionWriter, jpeg: bytes, t: datetime, g: Geotag, shape: tupl
 # ---------------------------------------------------------------------------- images
 
 
-@dataclass(frozen=True, slots=True)
-class ExifInfo:
-    time: datetime | None
-    fix: Fix | None
-
-
-def _rational(v: Any) -> float:
-    return float(v)
-
-
-def _dms(v: Any, ref: str) -> float:
-    d, m, s = (_rational(x) for x in v)
-    deg = d + m / 60.0 + s / 3600.0
-    return -deg if ref in ("S", "W") else deg
-
-
-def read_exif(path: Path) -> ExifInfo:
-    """Capture time (DateTimeOriginal + SubSec + OffsetTimeOriginal; without an offset the
-    time is read as UTC) and, when present, the EXIF GPS position as a Fix."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        ex = im.getexif()
-        sub = ex.get_ifd(0x8769)
-        gps = ex.get_ifd(0x8825)
-    raw = sub.get(0x9003) or ex.get(0x0132)
-    t: datetime | None = None
-    if raw:
-        try:
-            s = str(raw).strip()
-            t = datetime.strptime(s[:19], "%Y:%m:%d %H:%M:%S")
-            frac = s[19:].lstrip(".") or str(sub.get(0x9291) or "").strip()
-            if frac.isdigit():
-                t += timedelta(seconds=float("0." + frac))
-            off = str(sub.get(0x9011) or "").strip()
-            if off and off[0] in "+-" and len(off) >= 6:
-                sign = -1 if off[0] == "-" else 1
-                delta = timedelta(hours=int(off[1:3]), minutes=int(off[4:6]))
-                t = (t - sign * delta).replace(tzinfo=UTC)
-            else:
-                t = t.replace(tzinfo=UTC)
-        except (ValueError, TypeError):
-            t = None
-    fix: Fix | None = None
-    if gps.get(2) and gps.get(4) and t is not None:
-        try:
-            alt = _rational(gps[6]) if 6 in gps else None
-            if alt is not None and gps.get(5) in (b"\x01", 1):
-                alt = -alt
-            speed = None
-            if 13 in gps:
-                k = {"K": 1000 / 3600, "M": 1609.344 / 3600, "N": 1852 / 3600}.get(str(gps.get(12, "K")), 1000 / 3600)
-                speed = _rational(gps[13]) * k
-            course = _rational(gps[15]) % 360.0 if 15 in gps else None
-            fix = Fix(time=t, lat=_dms(gps[2], str(gps.get(1, "N"))), lon=_dms(gps[4], str(gps.get(3, "E"))),
-                      alt=alt, speed=speed, course=course, fix_quality=1,
-                      hdop=_rational(gps[11]) if 11 in gps else None)
-        except (ValueError, TypeError, KeyError, ZeroDivisionError):
-            fix = None
-    return ExifInfo(t, fix)
-
-
 def import_images(
     folder: Path,
     out: Path,
@@ -323,9 +295,11 @@ def import_images(
         raise CaptureError(f"{folder}: no JPEG images")
     items: list[tuple[datetime, Path, ExifInfo]] = []
     skipped = 0
+    unzoned: list[tuple[Path, ExifInfo]] = []
+    zone = zone_info(settings.timezone) if settings.timezone else None
     for p in files:
         try:
-            info = read_exif(p)
+            info = read_exif(p, zone=zone, naive_is_utc=settings.time_offset_s is not None)
         except OSError as e:
             log.warning("%s: unreadable image, skipped: %s", p, e)
             skipped += 1
@@ -334,7 +308,19 @@ def import_images(
             log.warning("%s: no EXIF capture time, skipped", p)
             skipped += 1
             continue
-        items.append((info.time + timedelta(seconds=settings.time_offset_s), p, info))
+        if info.utc is None:
+            unzoned.append((p, info))
+            continue
+        items.append((info.utc + timedelta(seconds=settings.offset_s), p, info))
+    if unzoned:
+        p, info = unzoned[0]
+        more = f" (and {len(unzoned) - 1} more image(s) like it)" if len(unzoned) > 1 else ""
+        wall = info.time.wall if info.time is not None else None
+        raise CaptureError(
+            f"{p}: EXIF capture time {wall.isoformat(sep=' ') if wall else '?'} has no time zone (no "
+            f"OffsetTimeOriginal/OffsetTime, no GPS date and time stamps){more}; the zone is never guessed: "
+            "give --timezone ZONE (the camera clock's zone, e.g. Asia/Tokyo) or --time-offset SECONDS (added to "
+            "the camera clock to get UTC; 0 if the camera clock is set to UTC)")
     if not items:
         raise CaptureError(f"{folder}: no image has an EXIF capture time")
     items.sort(key=lambda x: x[0])
@@ -347,7 +333,7 @@ def import_images(
     if skipped:
         writer.count("skipped_no_exif_time", skipped)
     if track is not None:
-        _journal_track(writer, track, zones)
+        _journal_track(writer, track, zones, span=(items[0][0], items[-1][0]), max_gap_s=settings.max_gap_s)
     last_thumb: np.ndarray | None = None
     last_t: datetime | None = None
     for t, p, info in items:

@@ -11,10 +11,11 @@ import pytest
 from capture_helpers import write_gpx
 from conftest import CONFIGS, run_cli
 
-from capture.errors import ImportTimeMismatch
+from capture.errors import CaptureError, ImportTimeMismatch
+from capture.exif import read_exif
 from capture.geodesy import distance_m
 from capture.gps.gpx import read_gpx_fixes
-from capture.importer import ImportSettings, import_images, read_exif, suggest_offset
+from capture.importer import TRACK_MARGIN_S, ImportSettings, import_images, suggest_offset
 from capture.session import SessionMeta, SessionReader, check_session
 from capture.types import Fix
 
@@ -112,7 +113,8 @@ def test_import_metadata_from_the_vehicle_config(tmp_path: Path, shared: Path) -
 def test_exif_reading(shared: Path) -> None:
     info = read_exif(shared / "images-exif" / "DSC00001.JPG")
     # DateTimeOriginal 13:24:10 with OffsetTimeOriginal -07:00
-    assert info.time == datetime(2018, 6, 8, 20, 24, 10, tzinfo=UTC)
+    assert info.utc == datetime(2018, 6, 8, 20, 24, 10, tzinfo=UTC) and info.time is not None
+    assert info.time.source == "offset" and info.time.wall == datetime(2018, 6, 8, 13, 24, 10)
     assert info.fix is not None
     assert info.fix.lat == pytest.approx(45 + 31 / 60 + 0.851 / 3600)
     assert info.fix.lon == pytest.approx(-(122 + 34 / 60 + 21.954 / 3600))
@@ -124,10 +126,12 @@ def test_import_images_with_exif_gps(tmp_path: Path, shared: Path) -> None:
     assert r.returncode == 0, r.stderr
     (session,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     frames = SessionReader(session).frames()
-    # test_exif.jpg (2018-06-26, Malta) is far from the others and later: kept too.
-    assert [f.extra["source_file"] for f in frames] == ["DSC00001.JPG", "DSC00497.JPG", "test_exif.jpg"]
-    assert frames[0].position_source == "fix" and frames[0].width == 3840
-    assert (session / frames[0].file).read_bytes() == (shared / "images-exif" / "DSC00001.JPG").read_bytes()
+    # test_exif.jpg (Malta) has no zone for its camera time (2018-06-26 17:46:33) but GPS stamps
+    # (2011-07-15 09:14:39 UTC): the GPS time is used, so it comes first; far away: kept too.
+    assert [f.extra["source_file"] for f in frames] == ["test_exif.jpg", "DSC00001.JPG", "DSC00497.JPG"]
+    assert frames[0].time == datetime(2011, 7, 15, 9, 14, 39, tzinfo=UTC)
+    assert frames[1].position_source == "fix" and frames[1].width == 3840
+    assert (session / frames[1].file).read_bytes() == (shared / "images-exif" / "DSC00001.JPG").read_bytes()
 
 
 def test_import_images_with_gpx(tmp_path: Path, shared: Path) -> None:
@@ -187,3 +191,95 @@ def test_images_outside_track_exit_2(tmp_path: Path, shared: Path) -> None:
                                          for s in (0, 30)])
     with pytest.raises(ImportTimeMismatch, match="8 h off"):
         import_images(folder, tmp_path / "out", META, gpx=gpx)
+
+
+# ---------------------------------------------------------------------------- time zones and the stored track
+
+
+def _photo(src: Path, dst: Path, *, offsets: dict[int, str] | None = None, gps: bool = True,
+           gps_time: bool = True) -> Path:
+    """A small JPEG carrying ``src``'s EXIF with the offset tags replaced by ``offsets``; without
+    ``gps`` no GPS IFD, without ``gps_time`` no GPS date/time stamps (the pixels do not matter)."""
+    from PIL import Image
+
+    ex = Image.open(src).getexif()
+    sub = ex.get_ifd(0x8769)
+    for tag in (0x9010, 0x9011, 0x9012):
+        sub.pop(tag, None)
+    sub.update(offsets or {})
+    if not gps:
+        ex.get_ifd(0x8825).clear()
+    if not gps_time:
+        ex.get_ifd(0x8825).pop(0x0007, None)
+        ex.get_ifd(0x8825).pop(0x001D, None)
+    shade = (sum(dst.name.encode()) * 97) % 256  # photos differ (the trigger drops near-duplicates)
+    Image.new("RGB", (64, 48), (shade, 120, 255 - shade)).save(dst, "JPEG", exif=ex.tobytes())
+    return dst
+
+
+@pytest.mark.parametrize(("offsets", "gps", "utc", "source"), [
+    ({0x9011: "-07:00"}, True, datetime(2018, 6, 8, 20, 24, 10, tzinfo=UTC), "offset"),  # OffsetTimeOriginal
+    ({0x9010: "-07:00"}, True, datetime(2018, 6, 8, 20, 24, 10, tzinfo=UTC), "offset"),  # OffsetTime
+    ({0x9011: "   :  "}, True, datetime(2018, 6, 8, 20, 24, 11, tzinfo=UTC), "gps"),  # unknown offset: GPS stamps
+    ({}, True, datetime(2018, 6, 8, 20, 24, 11, tzinfo=UTC), "gps"),
+    ({}, False, None, "none"),  # nothing says the zone: no UTC time
+])
+def test_exif_time_zone_rules(tmp_path: Path, shared: Path, offsets: dict[int, str], gps: bool,
+                              utc: datetime | None, source: str) -> None:
+    info = read_exif(_photo(shared / "images-exif" / "DSC00001.JPG", tmp_path / "a.jpg", offsets=offsets, gps=gps))
+    assert info.time is not None and info.time.source == source and info.utc == utc
+    assert (info.fix is not None) == gps
+
+
+def test_photos_without_a_time_zone_need_one(tmp_path: Path, shared: Path) -> None:
+    """A photo whose EXIF time carries no zone is never read as UTC: one usage error naming the
+    file, nothing written; --timezone (or --time-offset) says how to read it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(shared / "images-exif" / "DSC00001.JPG", folder / "a.jpg", gps_time=False)
+    _photo(shared / "images-exif" / "DSC00497.JPG", folder / "b.jpg", gps_time=False)
+    out = tmp_path / "out"
+    base = ("capture", "import", "--images", str(folder), "--out", str(out), *WHO)
+    r = run_cli(*base)
+    assert r.returncode == 2, r.stdout + r.stderr
+    msg = " ".join(r.stderr.split())
+    assert f"{folder / 'a.jpg'}: EXIF capture time 2018-06-08 13:24:10 has no time zone" in msg, msg
+    assert "1 more image" in msg and "--timezone" in msg and "--time-offset" in msg
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(CaptureError, match="has no time zone"):
+        import_images(folder, out, META)
+    # Portland in June is UTC-7 (daylight saving time): the zone database knows.
+    for extra in (("--timezone", "America/Los_Angeles"), ("--time-offset", "25200")):
+        dest = tmp_path / extra[0].strip("-")
+        r = run_cli(*base[:4], "--out", str(dest), *WHO, *extra)
+        assert r.returncode == 0, r.stderr
+        (session,) = [p for p in dest.iterdir() if p.is_dir()]
+        frames = SessionReader(session).frames()
+        assert [f.time for f in frames] == [datetime(2018, 6, 8, 20, 24, 10, tzinfo=UTC),
+                                            datetime(2018, 6, 8, 20, 32, 28, tzinfo=UTC)]
+        assert frames[0].position_source == "fix"  # the photo's EXIF GPS position, at that time
+    r = run_cli(*base, "--timezone", "Mars/Olympus")
+    assert r.returncode == 2 and "unknown time zone 'Mars/Olympus'" in r.stderr
+
+
+def test_import_stores_only_the_track_around_the_media(tmp_path: Path, shared: Path) -> None:
+    """A GPX of the whole day: only the fixes within the photos' time span plus the margin are
+    stored in the session (and so in the published track)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    fixes = []
+    for name in ("DSC00001.JPG", "DSC00497.JPG"):
+        (folder / name).write_bytes((shared / "images-exif" / name).read_bytes())
+        fixes.append(read_exif(folder / name).fix)
+    a, b = fixes
+    assert a is not None and b is not None
+    day = [Fix(time=a.time + timedelta(seconds=s), lat=a.lat + (b.lat - a.lat) * s / 498, lon=a.lon + (b.lon - a.lon) * s / 498)
+           for s in range(-7200, 7200 + 498, 10)]
+    gpx = write_gpx(tmp_path / "day.gpx", day)
+    res = import_images(folder, tmp_path / "out", META, ImportSettings(max_gap_s=30.0), gpx=gpx)
+    assert res.frames == 2
+    stored = SessionReader(res.session).fixes()
+    lo, hi = a.time - timedelta(seconds=TRACK_MARGIN_S), b.time + timedelta(seconds=TRACK_MARGIN_S)
+    assert stored and all(lo <= f.time <= hi for f in stored)
+    assert len(stored) == sum(lo <= f.time <= hi for f in day)
+    assert res.counters["fixes_outside_media_span"] == len(day) - len(stored) > 1000

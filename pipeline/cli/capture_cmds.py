@@ -61,9 +61,13 @@ def capture_run(config_path: Path, out: Path | None, no_status: bool, status_eve
               help="Session root; the session is written in a new folder below it.")
 @click.option("--every-meters", type=click.FloatRange(min=0, min_open=True),
               help="Keep a frame every M metres (default: config, else 5).")
-@click.option("--time-offset", type=float, default=0.0, show_default=True,
+@click.option("--time-offset", type=float,
               help="Seconds added to the camera clock to get UTC (e.g. 28800 for a camera "
-                   "that wrote local UTC-8 time as UTC).")
+                   "that wrote local UTC-8 time as UTC). Default 0 for video; photos whose EXIF time has "
+                   "no zone need it (0 if the camera clock is UTC) or --timezone.")
+@click.option("--timezone", "timezone",
+              help="Photos: the IANA time zone of a camera clock whose EXIF times carry no zone (no "
+                   "OffsetTimeOriginal/OffsetTime, no GPS time stamps), e.g. Asia/Tokyo. Never guessed.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Vehicle config for metadata, trigger, zones and encryption.")
 @click.option("--vehicle", help="Vehicle id (overrides the config).")
@@ -72,8 +76,8 @@ def capture_run(config_path: Path, out: Path | None, no_status: bool, status_eve
 @click.option("--notice-version", help="Privacy notice version in force (overrides the config; required "
               "without --config).")
 def capture_import(video: Path | None, gpx: Path | None, images: Path | None, out: Path,
-                   every_meters: float | None, time_offset: float, config_path: Path | None,
-                   vehicle: str | None, operator: str | None, purpose: str | None,
+                   every_meters: float | None, time_offset: float | None, timezone: str | None,
+                   config_path: Path | None, vehicle: str | None, operator: str | None, purpose: str | None,
                    notice_version: str | None) -> None:
     """Build a session from VIDEO + --gpx TRACK (frame times: container creation_time +
     frame pts + --time-offset), or from --images DIR. The operator, purpose and notice version
@@ -87,6 +91,16 @@ def capture_import(video: Path | None, gpx: Path | None, images: Path | None, ou
         raise click.UsageError("give either VIDEO (with --gpx) or --images DIR")
     if video is not None and gpx is None:
         raise click.UsageError("importing a video needs --gpx TRACK.gpx")
+    if timezone is not None:
+        from capture.importer import zone_info
+
+        if video is not None:
+            raise click.UsageError("--timezone reads photos' EXIF times; a video's creation_time is UTC: "
+                                   "correct a mislabelled one with --time-offset")
+        try:
+            zone_info(timezone)
+        except ValueError as e:
+            raise click.UsageError(f"--timezone: {e}") from None
     cfg = None
     sha = None
     if config_path is not None:
@@ -117,7 +131,7 @@ def capture_import(video: Path | None, gpx: Path | None, images: Path | None, ou
         camera_model=cfg.camera.model if cfg else "unknown",
         camera_mount=cfg.camera.mount if cfg else "unknown",
         vehicle_description=cfg.vehicle.description if cfg else "",
-        clock_offset_s=-time_offset,
+        clock_offset_s=-(time_offset or 0.0),
         config_sha256=sha,
         source=source,
     )
@@ -127,13 +141,14 @@ def capture_import(video: Path | None, gpx: Path | None, images: Path | None, ou
         trig = trigger_settings(cfg, every_meters)
         zones = load_config_zones(cfg)
         key = load_recipient_key(cfg)
-        settings = ImportSettings(trigger=trig, time_offset_s=time_offset, max_gap_s=cfg.gps.max_gap_s,
+        settings = ImportSettings(trigger=trig, time_offset_s=time_offset, timezone=timezone,
+                                  max_gap_s=cfg.gps.max_gap_s,
                                   keep_frames_without_position=cfg.session.keep_frames_without_position,
                                   jpeg_quality=cfg.camera.jpeg_quality)
     else:
         zones, key = None, None
         settings = ImportSettings(trigger=TriggerSettings(every_meters=every_meters or 5.0),
-                                  time_offset_s=time_offset)
+                                  time_offset_s=time_offset, timezone=timezone)
     if video is not None:
         assert gpx is not None
         res = import_video(video, gpx, out, meta, settings, zones=zones, recipient_public_key=key)
