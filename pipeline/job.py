@@ -277,8 +277,10 @@ def expand_sessions(paths: Sequence[str]) -> list[str]:
     return [x for x in out if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
 
 
-def _zones(cfg: NightlyConfig) -> tuple[Callable[[float, float], bool] | None, str | None]:
-    """The configured exclusion zones' test and the sha256 of the file they were read from."""
+def config_zones(cfg: NightlyConfig) -> tuple[Callable[[float, float], bool] | None, str | None]:
+    """The ``[publish] exclusion_zones`` test and the sha256 of the file it was read from (one
+    read, so the hash is of the zones applied); (None, None) without zones. The one loader of
+    the config's zones (the job, and ``request apply`` re-rendering as the job would)."""
     path = cfg.publish.exclusion_zones
     if path is None:
         return None, None
@@ -337,13 +339,13 @@ def prepare(opts: JobOptions) -> Prepared:
                                 "to the same folder")
         seen[sid] = src.url
     notice = _notice(cfg)
-    config_zones, config_sha = _zones(cfg)
+    cfg_zones, config_sha = config_zones(cfg)
     # Zones added by residents' requests (`streetveil request add --zone`, kept in the publish
     # tree under .governance/) apply to every later run as well (docs/governance.md).
     from pipeline.requests import either_zone, read_request_zones
 
     req_zones, req_sha = read_request_zones(out)
-    excluded_at = either_zone(config_zones, req_zones)
+    excluded_at = either_zone(cfg_zones, req_zones)
     if key_path is not None and not Path(key_path).is_file():
         raise PipelineError(f"[decrypt] private_key {key_path}: file not found")
     if out.local is not None:
@@ -351,7 +353,7 @@ def prepare(opts: JobOptions) -> Prepared:
             out.local.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PipelineError(f"{out.local}: cannot create the publish folder: {e}") from None
-    return Prepared(out, notice, excluded_at, sources, config_zones,
+    return Prepared(out, notice, excluded_at, sources, cfg_zones,
                     {"exclusion_zones_sha256": config_sha, "request_zones_sha256": req_sha})
 
 
@@ -587,7 +589,7 @@ Rerender = Callable[[Sequence[FrameRecord], Mapping[str, tuple[tuple[float, floa
 
 
 def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec: dict[str, Any],
-             notice: NoticeConfig, config_zones: Callable[[float, float], bool] | None, *,
+             notice: NoticeConfig, cfg_zones: Callable[[float, float], bool] | None, *,
              context: Mapping[str, str] | None = None, rerender: Rerender | None = None) -> SessionOutcome:
     """Build and swap in the session's new version with its audit records.
 
@@ -613,7 +615,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
         known = audited_outputs(chain)
         overrides = overrides_from(chain)
         req_zones, req_sha = read_request_zones(out)
-        excluded_at = either_zone(config_zones, req_zones)
+        excluded_at = either_zone(cfg_zones, req_zones)
         session_run = {**run_rec, "session_id": sid, "source": plan.source.url,
                        "session_notice_version": plan.doc.get("notice_version"),
                        "request_zones_sha256": req_sha}  # the zones this publication obeys

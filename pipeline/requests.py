@@ -508,7 +508,9 @@ class _Rerender:
             m = self.model()
             if m["model_hash"] != run.get("model_hash"):
                 return None, "the detector weights differ from the published run's"
-            excluded_at = with_request_zones(_config_zones(cfg), Store(str(self.publish_dir)))
+            from pipeline.job import config_zones
+
+            excluded_at = with_request_zones(config_zones(cfg)[0], Store(str(self.publish_dir)))
             plan = plan_session(src, batch_size=cfg.job.batch_size, excluded_at=excluded_at,
                                 overrides=overrides_from(records))
         except Exception as e:  # any problem with the raw side means: edit the published image
@@ -530,14 +532,6 @@ class _Rerender:
         if res.status != "ok":
             return None, f"re-render from raw failed: {res.error}"
         return res, None
-
-
-def _config_zones(cfg: Any) -> Callable[[float, float], bool] | None:
-    if cfg.publish.exclusion_zones is None:
-        return None
-    from capture.zones import load_zones
-
-    return load_zones(cfg.publish.exclusion_zones).contains
 
 
 def _params_of(run: Mapping[str, Any] | None) -> Any:

@@ -72,6 +72,25 @@ def test_redact_key_ignores_machine_fields() -> None:
     assert redact_key(stricter) != redact_key(base)
 
 
+def test_config_zones_have_one_loader(tmp_path: Path) -> None:
+    """``[publish] exclusion_zones`` is read by one function, for the job and for re-rendering
+    by request alike: its test, the sha256 of the bytes read, errors naming key and file."""
+    import pipeline.requests as requests_mod
+    from pipeline.errors import PipelineError
+    from pipeline.job import config_zones
+
+    zones = tmp_path / "zones.geojson"
+    zones.write_text(json.dumps({"type": "Polygon", "coordinates": [[[139.0, 35.0], [139.1, 35.0], [139.1, 35.1],
+                                                                     [139.0, 35.1], [139.0, 35.0]]]}))
+    contains, sha = config_zones(_cfg(exclusion_zones=zones))
+    assert contains is not None and contains(35.05, 139.05) and not contains(35.2, 139.05)
+    assert sha == hashlib.sha256(zones.read_bytes()).hexdigest()
+    assert config_zones(_cfg()) == (None, None)
+    with pytest.raises(PipelineError, match=r"\[publish\] exclusion_zones .*missing.geojson: zones file not found"):
+        config_zones(_cfg(exclusion_zones=tmp_path / "missing.geojson"))
+    assert not hasattr(requests_mod, "_config_zones")  # the copy it had is gone
+
+
 # ---------------------------------------------------------------------------- serial job runs
 
 
