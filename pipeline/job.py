@@ -303,10 +303,16 @@ def config_zones(cfg: NightlyConfig) -> tuple[Callable[[float, float], bool] | N
 
 
 def _notice(cfg: NightlyConfig) -> NoticeConfig:
+    from pipeline.notice import notice_mismatch
+
     if not cfg.publish.notice.is_file():
         raise PipelineError(f"[publish] notice {cfg.publish.notice}: privacy notice config not found "
                             "(every published set carries its notice; e.g. --config configs/nightly.toml)")
-    return load_config(cfg.publish.notice, NoticeConfig, kind="notice")
+    notice = load_config(cfg.publish.notice, NoticeConfig, kind="notice")
+    why = notice_mismatch(notice, cfg.redact.redaction.method)
+    if why:
+        log.warning("%s: %s", cfg.publish.notice, why)
+    return notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -725,7 +731,8 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
         track = track_feature(plan.source.reader().fixes(), session_id=sid, frames=plan.frames, exclude=excluded_at)
         txn.write_file(TRACK_GEOJSON, dumps(track))
         facts = SessionFacts(session_id=sid, captured_span=_span(plan.frames), published=oc.published,
-                             session_notice_version=str(plan.doc.get("notice_version", "unknown")))
+                             session_notice_version=str(plan.doc.get("notice_version", "unknown")),
+                             method=str(method or "blur"))
         txn.write_file("notice.html", render_html(notice, facts).encode())
         txn.write_file("notice.txt", render_text(notice, facts).encode())
         counts = {"frames": oc.frames, "published": oc.published, "failed": oc.failed, "skipped": oc.skipped,

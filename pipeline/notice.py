@@ -14,15 +14,23 @@ from string import Template
 
 from pipeline.config import NoticeConfig
 
+# How the notice names what was done to faces and plates (``[redact] method``).
+METHOD_WORDS = {"blur": "blurred", "pixelate": "pixelated", "fill": "covered with solid boxes"}
+
 
 @dataclass(frozen=True, slots=True)
 class SessionFacts:
-    """What the notice says about the published set itself."""
+    """What the notice says about the published set itself, and how it was redacted."""
 
     session_id: str
     captured_span: str
     published: int
     session_notice_version: str
+    method: str = "blur"  # [redact] method of the run that published it
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_WORDS:
+            raise ValueError(f"unknown redaction method {self.method!r} (expected one of {', '.join(METHOD_WORDS)})")
 
 
 def _template(name: str) -> Template:
@@ -48,7 +56,21 @@ def _values(notice: NoticeConfig, facts: SessionFacts) -> dict[str, str]:
         "captured_span": facts.captured_span,
         "published": str(facts.published),
         "session_notice_version": facts.session_notice_version,
+        "redacted": METHOD_WORDS[facts.method],
     }
+
+
+def notice_mismatch(notice: NoticeConfig, method: str) -> str | None:
+    """What in the operator's notice text contradicts the redaction method, or None: the
+    generated sentence follows the method, the operator's own paragraphs cannot."""
+    if method == "blur":
+        return None
+    fields = ("processing", "retention", "third_parties", "requests", "captured")
+    said = [f for f in fields if "blur" in str(getattr(notice, f)).lower()]
+    if not said:
+        return None
+    return (f"the notice (version {notice.version}) says 'blur' in {', '.join(said)} but faces and plates are "
+            f"{METHOD_WORDS[method]} ([redact] method = \"{method}\"): update notice.toml")
 
 
 def render_html(notice: NoticeConfig, facts: SessionFacts) -> str:

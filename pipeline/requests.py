@@ -742,7 +742,8 @@ def _renotice(txn: PublishTxn, chain: Sequence[Mapping[str, Any]], run: Mapping[
     facts = SessionFacts(session_id=txn.session_id,
                          captured_span=f"{times[0]} to {times[-1]}" if times else "no frames",
                          published=len(txn.features),
-                         session_notice_version=str((run or {}).get("session_notice_version", "unknown")))
+                         session_notice_version=str((run or {}).get("session_notice_version", "unknown")),
+                         method=str(((run or {}).get("detectors") or {}).get("method") or "blur"))
     txn.write_file("notice.html", render_html(notice, facts).encode())
     txn.write_file("notice.txt", render_text(notice, facts).encode())
 

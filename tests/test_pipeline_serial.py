@@ -265,6 +265,19 @@ def test_undecodable_frame_fails_closed_and_rerun_redoes_it(session_copy: tuple[
     assert verify_tree(out).ok
 
 
+def test_notice_follows_the_redaction_method(session_copy: tuple[Path, Path],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    session, out = session_copy
+    cfg = _cfg()
+    red = cfg.redact.model_copy(update={"redaction": cfg.redact.redaction.model_copy(update={"method": "pixelate"})})
+    caplog.set_level("WARNING", logger="pipeline.job")
+    _run(session, out, cfg.model_copy(update={"redact": red}))
+    for name in ("notice.html", "notice.txt"):
+        text = " ".join((out / session.name / name).read_text().split())
+        assert "Faces and licence plates are pixelated before any use." in text and "are blurred before" not in text
+    assert "says 'blur' in processing" in caplog.text  # configs/notice.toml's own paragraphs
+
+
 def _corrupt(raw: Path) -> None:
     data = bytearray(raw.read_bytes())
     data[2000:2100] = bytes(100)

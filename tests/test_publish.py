@@ -105,6 +105,26 @@ def test_notice_has_the_guidebook_items_and_escapes_html() -> None:
     assert render_html(notice, facts) == html  # deterministic: no render time
 
 
+@pytest.mark.parametrize(("method", "words"), [("blur", "blurred"), ("pixelate", "pixelated"),
+                                              ("fill", "covered with solid boxes")])
+def test_notice_names_the_redaction_method(method: str, words: str) -> None:
+    """The notice's own sentence on faces and plates follows [redact] method; the operator's
+    paragraphs cannot, so a notice that says 'blur' while pixelating is reported."""
+    from pipeline.notice import notice_mismatch
+
+    notice = load_config(CONFIGS / "notice.toml", NoticeConfig, kind="notice", environ={})
+    facts = SessionFacts(SID, "2026-11-25T01:30:00.000Z to 2026-11-25T01:31:00.000Z", 7, "2026-10-01", method=method)
+    sentence = f"Faces and licence plates are {words} before any use."
+    assert sentence in render_html(notice, facts)
+    assert sentence in " ".join(render_text(notice, facts).split())
+    why = notice_mismatch(notice, method)
+    assert (why is None) == (method == "blur")  # configs/notice.toml says "blurred irreversibly"
+    if why:
+        assert "processing" in why and f'method = "{method}"' in why
+    with pytest.raises(ValueError, match="unknown redaction method"):
+        SessionFacts(SID, "x", 1, "v", method="smudge")
+
+
 # ---------------------------------------------------------------------------- manifest
 
 
