@@ -72,7 +72,8 @@ def track_feature(
 
     Uses every fix; without fixes (an image import without GPX) the frame positions. Points
     inside publish-time exclusion zones (``exclude(lat, lon)``) are left out and the line is
-    split there, giving a MultiLineString; fewer than two points give a null geometry.
+    split there, giving a MultiLineString; so is a line that crosses the antimeridian (RFC 7946
+    3.1.9: cut at ±180, see ``split_antimeridian``). Fewer than two points give a null geometry.
     """
     pts: list[tuple[float, float, str]] = [(f.lat, f.lon, format_time(f.time)) for f in fixes]
     if not pts:
@@ -84,7 +85,8 @@ def track_feature(
                 parts.append([])
             continue
         parts[-1].append(p)
-    lines = [part for part in parts if len(part) >= 2]
+    kept = [p for part in parts if len(part) >= 2 for p in part]
+    lines = [line for part in parts if len(part) >= 2 for line in split_antimeridian(part)]
     geometry: dict[str, Any] | None
     if not lines:
         geometry = None
@@ -93,7 +95,6 @@ def track_feature(
     else:
         geometry = {"type": "MultiLineString",
                     "coordinates": [[_pos(lo, la) for la, lo, _ in line] for line in lines]}
-    kept = [p for line in lines for p in line]
     props = {
         "session_id": session_id,
         "start": kept[0][2] if kept else None,
@@ -104,6 +105,25 @@ def track_feature(
     }
     return {"type": "FeatureCollection",
             "features": [{"type": "Feature", "id": session_id, "geometry": geometry, "properties": props}]}
+
+
+def split_antimeridian(points: Sequence[tuple[float, float, str]]) -> list[list[tuple[float, float, str]]]:
+    """``points`` (lat, lon, time) as one or more lines, cut where a step crosses the
+    antimeridian (longitudes more than 180 degrees apart: the short way round is across ±180),
+    each side ending on ±180 at the latitude interpolated there (RFC 7946 3.1.9). Pure."""
+    lines: list[list[tuple[float, float, str]]] = [[]]
+    prev: tuple[float, float, str] | None = None
+    for p in points:
+        if prev is not None and abs(p[1] - prev[1]) > 180.0:
+            edge = 180.0 if prev[1] > 0 else -180.0
+            lon_b = p[1] + 360.0 if edge > 0 else p[1] - 360.0  # p continued past the edge
+            f = (edge - prev[1]) / (lon_b - prev[1])
+            lat = prev[0] + f * (p[0] - prev[0])
+            lines[-1].append((lat, edge, prev[2]))
+            lines.append([(lat, -edge, p[2])])
+        lines[-1].append(p)
+        prev = p
+    return [line for line in lines if len(line) >= 2]
 
 
 def dumps(obj: dict[str, Any]) -> bytes:

@@ -340,6 +340,14 @@ def _map_svg(rv: SessionReview, width: int = 400, height: int = 300) -> str:
     pts += [(f.lat, f.lon) for f in rv.frames if f.lat is not None and f.lon is not None]
     if not pts:
         return '<p class="muted">No positions: nothing to draw.</p>'
+    # A drive across the antimeridian (longitudes on both sides of ±180): draw it continuous,
+    # with the western longitudes taken past +180, not stretched across the whole globe.
+    wrap = max(p[1] for p in pts) - min(p[1] for p in pts) > 180.0
+
+    def east(lo: float) -> float:
+        return lo + 360.0 if wrap and lo < 0 else lo
+
+    pts = [(la, east(lo)) for la, lo in pts]
     lat0 = sum(p[0] for p in pts) / len(pts)
     k = math.cos(math.radians(lat0))
     xs = [p[1] * k for p in pts]
@@ -350,7 +358,7 @@ def _map_svg(rv: SessionReview, width: int = 400, height: int = 300) -> str:
     cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
 
     def xy(la: float, lo: float) -> str:
-        return f"{_fmt(width / 2 + (lo * k - cx) * scale)},{_fmt(height / 2 - (la - cy) * scale)}"
+        return f"{_fmt(width / 2 + (east(lo) * k - cx) * scale)},{_fmt(height / 2 - (la - cy) * scale)}"
 
     parts = [f'<svg id="track" viewBox="0 0 {width} {height}" role="img" aria-label="GPS track and frames">']
     for line in rv.track:

@@ -79,6 +79,28 @@ def test_track_feature(n: int, inside: set[int], gtype: str | None, points: int)
     assert feat["properties"]["points"] == points
 
 
+def test_track_across_the_antimeridian_is_cut_at_180(tmp_path: Path) -> None:
+    """RFC 7946 3.1.9: a line crossing ±180 is a MultiLineString cut there, not a line round the
+    world; GDAL reads it, and its length is the short way."""
+    lons = [179.9996, 179.9998, -179.9999, -179.9997]  # ~20 m steps eastwards across the line
+    fixes = [Fix(time=T0 + timedelta(seconds=i), lat=-16.5 + i * 1e-5, lon=lo) for i, lo in enumerate(lons)]
+    feat = geojson.track_feature(fixes, session_id=SID)["features"][0]
+    g = feat["geometry"]
+    assert g["type"] == "MultiLineString" and len(g["coordinates"]) == 2
+    west, east = g["coordinates"]
+    assert west[-1][0] == 180.0 and east[0][0] == -180.0 and west[-1][1] == east[0][1]
+    assert -16.49999 < west[-1][1] < -16.49998  # the latitude interpolated at the crossing
+    assert feat["properties"]["points"] == 4 and 70 < feat["properties"]["length_m"] < 80  # not 40,000 km
+    path = tmp_path / "track.geojson"
+    path.write_bytes(geojson.dumps(geojson.track_feature(fixes, session_id=SID)))
+    _, _, geoms = read_ogr(path)
+    assert geoms[0].geom_type == "MultiLineString" and len(geoms[0].geoms) == 2
+    # Westwards too, and combined with an exclusion-zone split.
+    back = geojson.split_antimeridian([(0.0, -179.9, "a"), (1.0, 179.9, "b"), (2.0, 179.8, "c")])
+    assert [[p[1] for p in line] for line in back] == [[-179.9, -180.0], [180.0, 179.9, 179.8]]
+    assert back[0][-1][0] == pytest.approx(0.5)
+
+
 def test_track_falls_back_to_frame_positions() -> None:
     fc = geojson.track_feature([], session_id=SID, frames=[_rec(1), _rec(2, pos=False), _rec(3)])
     feat = fc["features"][0]

@@ -381,6 +381,25 @@ def test_qa_detections_file(published: tuple[Path, Path, dict[str, np.ndarray]],
         assert r.returncode == 1 and f"FIRST PROBLEM: {ref['file']}: {expect}" in r.stderr, r.stderr
 
 
+def test_map_across_the_antimeridian_stays_together() -> None:
+    """Frames 20 m apart on either side of ±180 are drawn next to each other, not at the two
+    ends of a map stretched round the globe."""
+    import itertools
+    import re
+
+    from pipeline.review import FrameView, ReviewOptions, SessionReview, _map_svg
+
+    frames = [FrameView(f"00000{i}", f"t{i}", -16.5, lon, "published") for i, lon in
+              enumerate((179.9997, 179.9999, -179.9999, -179.9997), start=1)]
+    track = [[(-16.5, 179.9996), (-16.5, 180.0)], [(-16.5, -180.0), (-16.5, -179.9996)]]
+    rv = SessionReview("S", frames, {}, {}, track, {}, ReviewOptions())
+    svg = _map_svg(rv, width=400, height=300)
+    xs = [float(x) for x in re.findall(r'<circle[^>]* cx="([-0-9.]+)"', svg)]
+    assert len(xs) == 4 and xs == sorted(xs)  # west to east, in order
+    steps = [b - a for a, b in itertools.pairwise(xs)]
+    assert max(steps) < 2 * min(steps)  # evenly spaced: the crossing is no wider than a step
+
+
 def test_review_refuses_a_folder_that_is_not_a_published_session(tmp_path: Path) -> None:
     r = run_cli("review", str(tmp_path))
     assert r.returncode == 2 and "not a published session" in r.stderr
