@@ -139,7 +139,21 @@ def video_start_time(container: Any, path: Path) -> datetime:
     raise CaptureError(f"{path}: the video has no usable creation_time; cannot time its frames")
 
 
-def video_frame_times(path: Path, offset_s: float) -> tuple[datetime, list[datetime]]:
+@dataclass(frozen=True, slots=True)
+class VideoTimes:
+    """When a video's frames were taken: ``start`` (creation_time + offset) plus each frame's
+    pts minus ``pts0`` (the stream's start time, else its first pts), in ``times`` order."""
+
+    start: datetime
+    times: tuple[datetime, ...]
+    pts0: int
+    time_base: Any  # fractions.Fraction
+
+    def at(self, pts: int) -> datetime:
+        return self.start + timedelta(seconds=float((pts - self.pts0) * self.time_base))
+
+
+def video_frame_times(path: Path, offset_s: float) -> VideoTimes:
     """Start time and every frame's time (start + pts + offset), without decoding pixels."""
     import av
 
@@ -155,35 +169,25 @@ def video_frame_times(path: Path, offset_s: float) -> tuple[datetime, list[datet
         tb = stream.time_base
         if tb is None:
             raise CaptureError(f"{path}: video stream has no time base")
-        pts0: int | None = None
-        pts: list[int] = []
-        for packet in container.demux(stream):
-            if packet.pts is None:
-                continue
-            pts.append(packet.pts)
+        pts = sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None)
         if not pts:
             raise CaptureError(f"{path}: video has no frames")
-        pts.sort()
         pts0 = stream.start_time if stream.start_time is not None else pts[0]
-        times = [start + timedelta(seconds=float((p - pts0) * tb)) for p in pts]
-    return start, times
+        timing = VideoTimes(start, (), pts0, tb)
+    return VideoTimes(start, tuple(timing.at(p) for p in pts), pts0, tb)
 
 
-def _iter_video(path: Path, start: datetime) -> Iterator[tuple[int, datetime, np.ndarray]]:
+def _iter_video(path: Path, vt: VideoTimes) -> Iterator[tuple[int, datetime, np.ndarray]]:
+    """Decoded frames with their times, on the same clock as ``video_frame_times`` (frames
+    without a pts were not timed there either, and are skipped)."""
     import av
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        pts0 = stream.start_time
-        tb = stream.time_base
-        assert tb is not None
         for n, frame in enumerate(container.decode(stream)):
-            if frame.pts is None:
-                continue
-            p0 = pts0 if pts0 is not None else frame.pts
-            t = start + timedelta(seconds=float((frame.pts - p0) * tb))
-            yield n, t, frame.to_ndarray(format="bgr24")
+            if frame.pts is not None:
+                yield n, vt.at(frame.pts), frame.to_ndarray(format="bgr24")
 
 
 def import_video(
@@ -203,7 +207,8 @@ def import_video(
     if not video.is_file():
         raise CaptureError(f"{video}: video file not found")
     track = read_gpx_fixes(gpx)
-    start, times = video_frame_times(video, settings.offset_s)
+    vt = video_frame_times(video, settings.offset_s)
+    start, times = vt.start, vt.times
     _check_overlap(times, track, video)
     trig = Trigger(settings.trigger)
     writer = SessionWriter.create(out, meta, start=start, recipient_public_key=recipient_public_key,
@@ -211,7 +216,7 @@ def import_video(
     _journal_track(writer, track, zones, span=(min(times), max(times)), max_gap_s=settings.max_gap_s)
     last_thumb: np.ndarray | None = None
     last_t: datetime | None = None
-    for n, t, bgr in _iter_video(video, start):
+    for n, t, bgr in _iter_video(video, vt):
         if last_t is not None and t <= last_t:
             writer.count("dropped_time_not_increasing")
             continue

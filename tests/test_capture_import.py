@@ -61,6 +61,17 @@ def test_gopro_import_with_time_offset(tmp_path: Path, shared: Path) -> None:
     assert (doc["operator"], doc["purpose"], doc["notice_version"]) == (WHO[1], WHO[3], WHO[5])
 
 
+def test_decoded_frames_are_timed_like_the_demuxed_ones(shared: Path) -> None:
+    """The frames the import decodes get exactly the times the overlap check and the session
+    end were computed from (one pts origin: the stream's start time, else its first pts)."""
+    from capture.importer import _iter_video, video_frame_times
+
+    vt = video_frame_times(shared / VIDEO, OFFSET)
+    decoded = [t for _, t, _ in _iter_video(shared / VIDEO, vt)]
+    assert len(decoded) == len(vt.times) > 300 and decoded == sorted(vt.times)
+    assert vt.times[0] == vt.start  # the GoPro stream starts at pts 0
+
+
 def test_gopro_import_without_offset_suggests_one(tmp_path: Path, shared: Path) -> None:
     r = run_cli("capture", "import", str(shared / VIDEO), "--gpx", str(shared / GPX), "--out", str(tmp_path), *WHO)
     assert r.returncode == 2
