@@ -298,7 +298,7 @@ def test_second_daemon_on_same_root_is_refused(tmp_path: Path, shared: Path, tra
 def test_capture_modules_stay_light() -> None:
     code = (
         "import sys, capture.daemon, capture.importer, capture.gps.gpsd, capture.gps.nmea, capture.gps.gpx, "
-        "capture.zones, capture.camera, capture.status\n"
+        "capture.zones, capture.camera, capture.status, capture.exif\n"
         "bad = [m for m in ('torch', 'dask', 'onnxruntime', 'onnx', 'redact', 'distributed') if m in sys.modules]\n"
         "print(bad); sys.exit(1 if bad else 0)"
     )
