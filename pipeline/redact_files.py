@@ -232,7 +232,7 @@ def redact_paths(
     redact every image into ``out_dir`` and write the report (if asked).
 
     ``on_start(info, total)`` is called once the detectors are loaded; ``on_done(record)``
-    after each image. Per-image failures are in the summary; a usage problem (no images,
+    after each image. With ``report``, the run record goes beside it (``run_record_path``). Per-image failures are in the summary; a usage problem (no images,
     colliding outputs, an output that is an input) raises RedactError before anything is written.
     """
     from redact.engine import Redactor
@@ -250,5 +250,25 @@ def redact_paths(
     summary, records = redact_files(redactor, jobs, out_dir, on_done=on_done, workers=workers)
     if report is not None:
         write_report(report, records)
+        write_run_record(run_record_path(report), summary, redactor, config)
     return RedactRun(summary, redactor.info, redactor.model_hash)
+
+
+def run_record_path(report: Path) -> Path:
+    """``REPORT.jsonl`` → ``REPORT.run.json`` beside it."""
+    return report.with_name(report.stem + ".run.json")
+
+
+def write_run_record(path: Path, summary: BatchSummary, redactor: Redactor, config: RedactConfig) -> None:
+    """What ran, beside the per-image report (like the nightly job's run record): counts,
+    the config hash, the model hash and Redactor.info (detectors and weights hashes, the
+    thresholds in effect, the measured recall of this setup)."""
+    from pipeline.config import config_hash
+
+    rec = {
+        "type": "run", "images": summary.images, "ok": summary.ok, "failed": summary.failed,
+        "faces": summary.faces, "plates": summary.plates, "seconds": round(summary.seconds, 3),
+        "config_sha256": config_hash(config), "model_hash": redactor.model_hash, "detectors": redactor.info,
+    }
+    atomic_write_text(path, json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
 

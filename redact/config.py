@@ -34,9 +34,12 @@ class DetectorSection(_Section):
     # for comparison only. none: no plate detection.
     plate_backend: PlateBackend = "auto"
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
-    # int8: the statically quantised copy of the model (redact/models/*-int8*.onnx, built by
-    # scripts/quantize_model.py), ~1.7x faster on CPU, onnxruntime only. auto: int8 for
-    # centerface (measured: docs/redaction.md), fp32 for every other backend.
+    # int8: the statically quantised copy of the model (<stem>-int8.onnx beside it, built by
+    # scripts/quantize_model.py and refused unless made from the fp32 weights in use), about
+    # 1.7x faster on CPU, onnxruntime only; close-ups for the face second look stay fp32.
+    # auto: int8 only for centerface (faces lose nothing measurable); fp32 for streetveil,
+    # whose plate branch loses recall in int8 (dashcam val 1.00 -> 0.81: docs/redaction.md),
+    # and for every other backend.
     precision: Literal["auto", "fp32", "int8"] = "auto"
     device: str = "cpu"
     # Face (or combined) model file for streetveil / egoblur / yolo-onnx (streetveil: default

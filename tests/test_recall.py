@@ -1,0 +1,76 @@
+"""Measured recall in run records: only rows measured for exactly the setup in use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from redact.config import DetectorSection, RedactConfig
+from redact.engine import Redactor
+from redact.recall import detection_key, measured_recall, recall_line, recorded_rows
+
+
+@pytest.fixture(scope="module")
+def info() -> dict[str, Any]:
+    return Redactor(RedactConfig(), threads=1).info
+
+
+def _eval_row(info: dict[str, Any], cls: str, **kw: Any) -> dict[str, Any]:
+    row = {"class": cls, "set": "plates-dashcam-ro", "split": "val", "regime": "as loaded",
+           "threshold": info["thresholds"][cls], "images": 85, "labels_ge16": 110, "recall_ge16": 0.97,
+           "recall_all": 0.97, "precision_ge16": 0.3, "detectors": info["detectors"]}
+    return {**row, **kw}
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps({"rows": rows}))
+    return path
+
+
+def test_a_recorded_row_is_reported_only_for_its_own_setup(info: dict[str, Any], tmp_path: Path) -> None:
+    rows = recorded_rows([_eval_row(info, "plate"), _eval_row(info, "plate", split="train")], info,
+                         measured="2026-11-26T00:00:00Z", command="test")
+    assert [r["split"] for r in rows] == ["val"]  # the tuned-on part is never recorded
+    f = _write(tmp_path / "m.json", rows)
+    got = measured_recall(info, None, f)
+    assert got["plate"][0]["recall_ge16"] == 0.97 and got["face"] is None
+    assert "plate 0.970 (plates-dashcam-ro val, as loaded)" in recall_line({**info, "measured_recall": got})
+    assert "face not measured for this setup" in recall_line({**info, "measured_recall": got})
+
+    # Another plate threshold is another setup: the row no longer describes it.
+    other = Redactor(RedactConfig.model_validate({"detector": {"plate_threshold": 0.6}}), threads=1).info
+    assert detection_key(other, "plate") != detection_key(info, "plate")
+    assert measured_recall(other, None, f)["plate"] is None
+    # The face key does not move with the plate threshold.
+    assert detection_key(other, "face") == detection_key(info, "face")
+
+
+def test_rows_measured_with_other_weights_or_thresholds_are_refused(info: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="not the setup to record"):
+        recorded_rows([_eval_row(info, "plate", threshold=0.9)], info, measured="x", command="t")
+    det = [{**d, "weights_sha256": "0" * 64} for d in info["detectors"]]
+    with pytest.raises(ValueError, match="not the setup to record"):
+        recorded_rows([_eval_row(info, "face", detectors=det)], info, measured="x", command="t")
+
+
+def test_an_unreadable_recall_file_means_not_measured(info: dict[str, Any], tmp_path: Path) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text("{not json")
+    got = measured_recall(info, None, bad)
+    assert got["face"] is None and got["plate"] is None
+
+
+def test_redact_report_has_a_run_record_with_thresholds_and_recall(shared: Path, tmp_path: Path) -> None:
+    from pipeline.redact_files import redact_paths, run_record_path
+
+    img = sorted((shared / "plates-dashcam-ro" / "images").glob("*.jpg"))[0]
+    report = tmp_path / "report.jsonl"
+    cfg = RedactConfig(detector=DetectorSection())
+    run = redact_paths([img], tmp_path / "out", cfg, report=report, threads=1)
+    rec = json.loads(run_record_path(report).read_text())
+    assert rec["images"] == 1 and rec["ok"] == 1 and rec["model_hash"] == run.model_hash
+    assert rec["detectors"]["thresholds"] == run.info["thresholds"]
+    assert set(rec["detectors"]["measured_recall"]) >= {"face", "plate", "source"}
