@@ -205,13 +205,9 @@ def centerface_from_onnx(path: Path | str) -> CenterFaceNet:
     return net.eval()
 
 
-# Width of the plate head (v1: 32); the wider head costs ~1 % of a frame (1x1 convs at stride 4).
-HEAD_CH = 48
-
-
 class PlateBranch(nn.Module):
     """The plate path of the combined model: its own copy of the neck (initialised from the
-    face neck), a depthwise 3x3 + pointwise 24->48 refinement, and CenterNet heads decoded
+    face neck), a depthwise 3x3 + pointwise 24->32 refinement, and CenterNet heads decoded
     exactly like CenterFace's: heatmap (sigmoid), log-scale (h, w), offset (y, x).
 
     The deployed heatmap keeps only 3x3 local maxima (CenterNet's peak extraction, zero
@@ -219,15 +215,16 @@ class PlateBranch(nn.Module):
     plate 5x wider than tall lights a row of cells whose boxes, trained only at the centre,
     overlap too little for NMS at IoU 0.3 to merge them."""
 
+    HEAD_CH = 32
 
-    def __init__(self, head_ch: int = HEAD_CH) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.neck = Neck()
         self.dw = _conv(NECK_CH, NECK_CH, 3, groups=NECK_CH)
-        self.pw = _conv(NECK_CH, head_ch, 1)
-        self.heatmap = _conv(head_ch, 1, 1)
-        self.scale = _conv(head_ch, 2, 1)
-        self.offset = _conv(head_ch, 2, 1)
+        self.pw = _conv(NECK_CH, self.HEAD_CH, 1)
+        self.heatmap = _conv(self.HEAD_CH, 1, 1)
+        self.scale = _conv(self.HEAD_CH, 2, 1)
+        self.offset = _conv(self.HEAD_CH, 2, 1)
 
     def forward(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -256,12 +253,12 @@ class StreetveilNet(nn.Module):
     plate_heatmap, plate_scale, plate_offset), all at stride 4, as the ONNX model
     ``redact/models/streetveil-fp-v1.onnx``."""
 
-    def __init__(self, head_ch: int = HEAD_CH) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.backbone = Backbone()
         self.neck = Neck()
         self.face = FaceHeads()
-        self.plate = PlateBranch(head_ch)
+        self.plate = PlateBranch()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         taps = self.backbone(x)
@@ -290,8 +287,6 @@ class StreetveilNet(nn.Module):
 def streetveil_from_onnx(path: Path | str) -> StreetveilNet:
     """A StreetveilNet in eval mode with the weights of the combined ONNX file (face and plate
     weights from the one file the onnxruntime backend runs)."""
-    weights = onnx_weight_list(path)
-    # The plate head's width is read from the file (its pointwise conv, 4th layer from the end).
-    net = StreetveilNet(head_ch=int(weights[-4][1][0].shape[0]))
-    load_layers(net.onnx_layers(), weights)
+    net = StreetveilNet()
+    load_layers(net.onnx_layers(), onnx_weight_list(path))
     return net.eval()

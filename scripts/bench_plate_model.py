@@ -6,9 +6,6 @@ sessions run alternately so machine load hits both alike. CenterFace runs as the
 it: dynamic input shape, initializers removed from the graph inputs (DETECTORS.md).
 
     python scripts/bench_plate_model.py [--model redact/models/streetveil-fp-v1.onnx] [--runs 30]
-
-Also times the optional half-size pass for close plates (the frame at 640x384, combined model)
-that the model card measures as an inference-side option.
 """
 
 from __future__ import annotations
@@ -41,27 +38,21 @@ def main(argv: list[str] | None = None) -> int:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
     sessions = {"centerface": session(fixed_centerface().SerializeToString()), "streetveil": session(str(a.model))}
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (1, 3, 736, 1280)).astype(np.float32)
-    half = rng.uniform(0, 255, (1, 3, 384, 640)).astype(np.float32)
-    runs = {"centerface": (sessions["centerface"], x), "streetveil": (sessions["streetveil"], x),
-            "half-pass": (sessions["streetveil"], half)}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for s, inp in runs.values():
-        s.run(None, {"input": inp})
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 736, 1280)).astype(np.float32)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for s in sessions.values():
+        s.run(None, {"input": x})
     for _ in range(a.runs):
-        for k, (s, inp) in runs.items():
+        for k, s in sessions.items():
             t0 = time.perf_counter()
-            s.run(None, {"input": inp})
+            s.run(None, {"input": x})
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     low = {k: min(v) * 1000 for k, v in times.items()}
-    for k in runs:
+    for k in sessions:
         print(f"{k:11s} median {med[k]:6.1f} ms  min {low[k]:6.1f} ms  ({1000 / med[k]:.1f} frames/s)")
     print(f"extra cost of the plate branch: median {100 * (med['streetveil'] / med['centerface'] - 1):+.1f} %, "
           f"min {100 * (low['streetveil'] / low['centerface'] - 1):+.1f} %")
-    print(f"optional half-size pass (640x384): median {100 * med['half-pass'] / med['centerface']:.1f} % "
-          f"of a CenterFace frame")
     return 0
 
 

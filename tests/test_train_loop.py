@@ -56,7 +56,7 @@ def test_train_then_export_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
 
     from redact.nets import streetveil_from_onnx
 
-    net = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, chunk=2, seed=1), log_every=1)
+    net = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, seed=1), log_every=1)
     out = export.export_streetveil(net, tmp_path / "m.onnx", 0.42, "unit test")
     m = onnx.load(str(out))
     meta = {p.key: p.value for p in m.metadata_props}
@@ -79,33 +79,10 @@ def test_train_then_export_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
 
 
 def test_training_is_reproducible_with_a_fixed_seed(tiny_cache: Path) -> None:
-    cfg = loop.TrainConfig(epochs=1, batch=4, chunk=2, seed=3)
+    cfg = loop.TrainConfig(epochs=1, batch=4, seed=3)
     a = loop.train(tiny_cache, graph.centerface_path(), cfg)
     b = loop.train(tiny_cache, graph.centerface_path(), cfg)
-    c = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, chunk=2, seed=4))
+    c = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=4, seed=4))
     sa, sb, sc = (n.plate.state_dict() for n in (a, b, c))
     assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
     assert not all(np.array_equal(sa[k].numpy(), sc[k].numpy()) for k in sa)
-
-
-def test_training_window_keeps_peaks_and_targets_aligned() -> None:
-    from redact.train import targets
-
-    boxes = np.array([[100, 50, 180, 70], [400, 200, 500, 250], [10, 10, 30, 20]], np.float32)
-    hm, w, idx, m, sc, off = targets.encode(boxes, np.zeros((0, 4), np.float32), data.CROP_H, data.CROP_W)
-    bs = {"hm": hm[None], "weight": w[None], "index": idx[None], "mask": m[None], "scale": sc[None], "offset": off[None]}
-    xs = [np.arange(c * (data.CROP_H // s) * (data.CROP_W // s), dtype=np.float32).reshape(1, c, data.CROP_H // s, data.CROP_W // s)
-          for c, s in zip(loop.TAP_CH, loop.TAP_STRIDE, strict=True)]
-    kept = 0
-    for seed in range(8):
-        out, b = loop._window(xs, bs, (12, 8), np.random.default_rng(seed))
-        assert [t.shape[2:] for t in out] == [(64, 96), (32, 48), (16, 24), (8, 12)]
-        assert b["hm"].shape == (1, 1, 64, 96) and b["weight"].shape == (1, 1, 64, 96)
-        # every kept object's index points at its heatmap peak, and every peak is a kept object
-        peaks = {int(r * 96 + c) for r, c in zip(*np.nonzero(b["hm"][0, 0] == 1), strict=True)}
-        assert peaks == {int(i) for i, mk in zip(b["index"][0], b["mask"][0], strict=True) if mk}
-        kept += int(b["mask"].sum())
-        # the same window of every tap: the stride-4 window starts 8x the stride-32 offset
-        y32, x32 = divmod(int(out[3][0, 0, 0, 0]), data.CROP_W // 32)
-        assert out[0][0, 0, 0, 0] == xs[0][0, 0, y32 * 8, x32 * 8]
-    assert 0 < kept < 8 * 3

@@ -10,14 +10,7 @@ import pytest
 
 from redact.errors import ModelError
 from redact.train import fonts
-from redact.train.render import (
-    CLUTTER_KINDS,
-    PLATE_FAMILIES,
-    SIGN_KINDS,
-    render_clutter,
-    render_plate,
-    render_sign,
-)
+from redact.train.render import PLATE_FAMILIES, SIGN_KINDS, render_plate, render_sign
 
 ASPECT = {"eu": (4.5, 5.0), "br": (2.9, 3.2), "us": (1.9, 2.1), "moto": (1.1, 1.9)}
 
@@ -86,13 +79,3 @@ def test_missing_font_names_the_debian_package(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(fonts, "FONTS", broken)
     with pytest.raises(ModelError, match="apt-get install fonts-noto-cjk"):
         fonts.check_fonts()
-
-
-@pytest.mark.parametrize("kind", CLUTTER_KINDS)
-def test_clutter_kinds_render_and_are_reproducible(kind: str) -> None:
-    a = render_clutter(kind, np.random.default_rng(9))
-    b = render_clutter(kind, np.random.default_rng(9))
-    assert np.array_equal(a.rgb, b.rgb) and np.array_equal(a.alpha, b.alpha)
-    assert a.alpha.max() == 255 and a.rgb.shape[:2] == a.alpha.shape
-    with pytest.raises(ValueError, match="unknown clutter kind"):
-        render_clutter("cloud", np.random.default_rng(0))

@@ -52,22 +52,12 @@ class PlateRunner:
         return {n: o[0] for n, o in zip(self.names, out, strict=True)}, s
 
     def detect(self, rgb: np.ndarray, threshold: float, cls: str = "plate",
-               max_width: int | None = None, extra_scales: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes [N, 4] in the image's pixels and scores [N], after NMS IoU 0.3. With
-        ``extra_scales`` (e.g. (0.5,)) the image is also run downscaled by each factor and all
-        boxes go through one NMS: the inference-side multi-scale option measured in the card."""
+               max_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes [N, 4] in the image's pixels and scores [N], after NMS IoU 0.3."""
         o, s = self.outputs(rgb, max_width)
         boxes, scores = decode_centernet(o[f"{cls}_heatmap"][0], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
-        boxes = boxes / s
-        for f in extra_scales:
-            h, w = rgb.shape[:2]
-            small = cv2.resize(rgb, (max(32, round(w * f)), max(32, round(h * f))), interpolation=cv2.INTER_AREA)
-            o2, s2 = self.outputs(small, None)
-            b2, sc2 = decode_centernet(o2[f"{cls}_heatmap"][0], o2[f"{cls}_scale"], o2[f"{cls}_offset"], threshold)
-            boxes = np.concatenate([boxes, b2 / (s2 * small.shape[1] / w)])
-            scores = np.concatenate([scores, sc2])
         keep = nms(boxes, scores, 0.3)
-        return boxes[keep], scores[keep]
+        return boxes[keep] / s, scores[keep]
 
 
 @dataclass
@@ -147,22 +137,20 @@ def sign_hits(signs: np.ndarray, dets: np.ndarray) -> np.ndarray:
     return ((iou >= MATCH_IOU) | (cover >= 0.5)).any(axis=1)
 
 
-def evaluate_scenes(runner: PlateRunner, scenes: Iterable[Scene], threshold: float,
-                    extra_scales: tuple[float, ...] = ()) -> Tally:
+def evaluate_scenes(runner: PlateRunner, scenes: Iterable[Scene], threshold: float) -> Tally:
     t = Tally()
     for sc in scenes:
-        dets, scores = runner.detect(sc.image, threshold, extra_scales=extra_scales)
+        dets, scores = runner.detect(sc.image, threshold)
         t.add(sc.boxes, sc.extra, sc.signs, dets, scores)
     return t
 
 
-def scene_scores(runner: PlateRunner, scenes: Iterable[Scene], extra_scales: tuple[float, ...] = ()
-                 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def scene_scores(runner: PlateRunner, scenes: Iterable[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(gt, extra, signs, dets, scores) per scene at a low threshold, so several thresholds
     can be scored without re-running the model."""
     out = []
     for sc in scenes:
-        dets, scores = runner.detect(sc.image, 0.05, extra_scales=extra_scales)
+        dets, scores = runner.detect(sc.image, 0.05)
         out.append((sc.boxes, sc.extra, sc.signs, dets, scores))
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from redact.train import graph
 
-VERSION = "1.1.0"
+VERSION = "1.0.0"
 DECODE = "centerface-v1"
 
 
