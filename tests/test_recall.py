@@ -74,3 +74,12 @@ def test_redact_report_has_a_run_record_with_thresholds_and_recall(shared: Path,
     assert rec["images"] == 1 and rec["ok"] == 1 and rec["model_hash"] == run.model_hash
     assert rec["detectors"]["thresholds"] == run.info["thresholds"]
     assert set(rec["detectors"]["measured_recall"]) >= {"face", "plate", "source"}
+
+
+def test_the_default_setup_has_its_recall_recorded(info: dict[str, Any]) -> None:
+    """redact/models/measured-recall.json must describe the default detection setup: after a
+    change of weights, thresholds or plan, rerun `python scripts/eval_redact.py --record`."""
+    mr = info["measured_recall"]
+    assert mr["face"] and mr["plate"], "stale: python scripts/eval_redact.py --record"
+    assert {(r["set"], r["split"]) for r in mr["plate"]} == {("plates-dashcam-ro", "val")}
+    assert all(0.0 <= r["recall_ge16"] <= 1.0 for r in mr["face"] + mr["plate"])
