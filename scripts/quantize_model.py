@@ -213,8 +213,10 @@ def main() -> int:
             str(pre), str(qpath), reader, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibration,
             nodes_to_exclude=exclude,
-            # Histogram calibrators keep every activation of every input until told to flush.
-            extra_options={"CalibMaxIntermediateOutputs": 4},
+            # Histogram calibrators keep every activation of every input until told to flush
+            # (min/max needs no flushing, and a flush that leaves no input for the last round
+            # fails with "No data is collected" when the count is a multiple of it).
+            extra_options={} if args.calibration == "minmax" else {"CalibMaxIntermediateOutputs": 4},
         )
         q = onnx.load(str(qpath))
         # The source's measured recall (if its metadata states one) is not the int8 copy's.
