@@ -36,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from capture.fsutil import atomic_write_text  # noqa: E402
 from redact.config import DetectorSection, RedactConfig  # noqa: E402
 from redact.evaluate import EvalResult, merge, run_eval  # noqa: E402
 
@@ -97,6 +98,12 @@ def main() -> int:
     ap.add_argument("--record", action="store_true",
                     help="write the default configuration's rows to redact/models/measured-recall.json")
     args = ap.parse_args()
+    if args.record and args.only:  # before the matrix runs (it takes many minutes)
+        ap.error("--record needs both classes (leave out --only)")
+    # --record takes the rows named "default": a variant of that name would be recorded as the
+    # default setup (its plan or second look are not in the rows, so nothing else catches it).
+    if any(v.partition("=")[0] == "default" for v in args.variant):
+        ap.error("--variant: the name 'default' is the default configuration's; choose another")
 
     variants = [("default", RedactConfig())] + [variant_config(v) for v in args.variant]
     rows: list[dict[str, Any]] = []
@@ -129,14 +136,11 @@ def main() -> int:
               f"{fmt(x['precision_ge16'])} | {fmt(x['precision_all'])} | "
               f"{fmt(x['redacted_outside_labels'], pct=True)} | {x['fps']} |")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
     if args.record:
-        from capture.fsutil import atomic_write_text
         from redact.engine import Redactor
         from redact.recall import RECALL_FILE, recorded_rows
 
-        if args.only:
-            ap.error("--record needs both classes (leave out --only)")
         info = Redactor(RedactConfig(), threads=1).info
         when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rec = recorded_rows([x for x in rows if x["variant"] == "default"], info, measured=when,

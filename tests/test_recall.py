@@ -83,3 +83,20 @@ def test_the_default_setup_has_its_recall_recorded(info: dict[str, Any]) -> None
     assert mr["face"] and mr["plate"], "stale: python scripts/eval_redact.py --record"
     assert {(r["set"], r["split"]) for r in mr["plate"]} == {("plates-dashcam-ro", "val")}
     assert all(0.0 <= r["recall_ge16"] <= 1.0 for r in mr["face"] + mr["plate"])
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--record", "--only", "face"], "--record needs both classes"),
+    (["--record", "--variant", "default=refine=false"], "the name 'default'"),
+])
+def test_eval_script_refuses_a_record_that_would_misdescribe_the_default_before_running(
+        args: list[str], msg: str) -> None:
+    """Checked before the matrix runs (minutes): a variant named "default" would otherwise be
+    recorded as the default setup's recall."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts" / "eval_redact.py"), *args],
+                       capture_output=True, text=True, cwd=root, timeout=120)
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
