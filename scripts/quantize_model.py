@@ -222,7 +222,8 @@ def main() -> int:
         # The source's measured recall (if its metadata states one) is not the int8 copy's.
         meta = {k: v for k, v in meta.items() if not k.startswith("streetveil.measured")}
         meta.update({
-            "streetveil.quantized": "int8-static-qdq-per-channel-minmax",
+            "streetveil.quantized": f"int8-static-qdq-per-channel-{args.calibration}"
+                                    + (f", {fp32_branch}_* branch fp32" if fp32_branch else ""),
             "streetveil.source": Path(src).name,
             "streetveil.source_sha256": src_sha,
             "streetveil.calibration_inputs": str(reader.count),
