@@ -82,6 +82,8 @@ class Redactor:
             "threshold_source": {c: "config" if c == "face" or d.plate_threshold is not None else "model default"
                                  for c in thresholds},
             "precision": d.resolved_precision(),
+            # torch (on any device) is another setup than the onnxruntime one measured.
+            "runtime": d.runtime if d.runtime == "onnxruntime" else f"{d.runtime}:{d.device}",
             "refine": {"low": d.refine_low} if d.refine else None,
             "method": r.method,
             "expand": {"face": r.face_expand, "plate": r.plate_expand},
@@ -104,12 +106,17 @@ class Redactor:
                         config.detector.plate_backend)
 
     def _measured_recall(self) -> dict[str, Any]:
+        from redact.centernet import sha256_file
         from redact.detectors import model_metadata, streetveil_path
         from redact.recall import measured_recall
 
         stated = None
-        if any(x.name == "streetveil" for x in self.detectors):
-            stated = model_metadata(streetveil_path(self.config.detector)).get("streetveil.measured_recall")
+        sv = [x for x in self.detectors if x.name == "streetveil"]
+        if sv:
+            path = streetveil_path(self.config.detector)
+            # The model's statement is about its own fp32 weights, not an int8 copy of them.
+            if sv[0].weights_sha256 == sha256_file(path):
+                stated = model_metadata(path).get("streetveil.measured_recall")
         return measured_recall(self.info, stated)
 
     def __reduce__(self) -> tuple[Any, ...]:

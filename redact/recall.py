@@ -36,7 +36,7 @@ _ROW_FIELDS = ("set", "split", "regime", "threshold", "images", "labels_ge16", "
 def detection_key(info: Mapping[str, Any], cls: str) -> str:
     """sha256 of what decides the detections of ``cls`` (from ``Redactor.info``): the detectors
     that report it (name, version, weights hash, classes), its threshold, the multi-scale
-    plan and, for faces, the second look."""
+    plan, for faces the second look, and the runtime when it is not onnxruntime."""
     blob = {
         "class": cls,
         "detectors": [[d["name"], d["version"], d["weights_sha256"], d["classes"]]
@@ -45,6 +45,10 @@ def detection_key(info: Mapping[str, Any], cls: str) -> str:
         "plan": info["plan"],
         "refine": info["refine"] if cls == "face" else None,
     }
+    # Only when not onnxruntime, so the keys of the rows recorded before this field existed
+    # (all onnxruntime) still match.
+    if info.get("runtime", "onnxruntime") != "onnxruntime":
+        blob["runtime"] = info["runtime"]
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -100,3 +100,39 @@ def test_eval_script_refuses_a_record_that_would_misdescribe_the_default_before_
     r = subprocess.run([sys.executable, str(root / "scripts" / "eval_redact.py"), *args],
                        capture_output=True, text=True, cwd=root, timeout=120)
     assert r.returncode == 2 and msg in r.stderr, r.stderr
+
+
+def test_the_torch_runtime_is_not_reported_as_the_measured_onnxruntime_setup(
+        info: dict[str, Any], tmp_path: Path) -> None:
+    assert info["runtime"] == "onnxruntime"
+    f = _write(tmp_path / "m.json", recorded_rows([_eval_row(info, "plate")], info, measured="x", command="t"))
+    assert measured_recall(info, None, f)["plate"]
+    torch_info = {**info, "runtime": "torch:cuda"}
+    assert detection_key(torch_info, "plate") != detection_key(info, "plate")
+    assert measured_recall(torch_info, None, f)["plate"] is None
+
+
+def test_the_models_own_recall_is_not_claimed_for_its_int8_copy(tmp_path: Path) -> None:
+    """streetveil.measured_recall in the model's metadata describes its fp32 weights."""
+    import hashlib
+
+    import onnx
+
+    from redact.detectors import STREETVEIL_MODEL, int8_path
+
+    model = onnx.load(str(STREETVEIL_MODEL))
+    model.metadata_props.add(key="streetveil.measured_recall", value='{"plate": 0.99}')
+    fp32 = tmp_path / "sv.onnx"
+    onnx.save(model, str(fp32))
+    # A stand-in "int8 copy" (the fp32 graph, another file) that the engine's source check accepts.
+    for p in list(model.metadata_props):
+        if p.key == "streetveil.measured_recall":
+            model.metadata_props.remove(p)
+    model.metadata_props.add(key="streetveil.source_sha256", value=hashlib.sha256(fp32.read_bytes()).hexdigest())
+    onnx.save(model, str(int8_path(fp32)))
+
+    def cfg(precision: str) -> RedactConfig:
+        return RedactConfig(detector=DetectorSection(weights=fp32, precision=precision, refine=False))  # type: ignore[arg-type]
+
+    assert Redactor(cfg("fp32"), threads=1).info["measured_recall"]["model_metadata"] == {"plate": 0.99}
+    assert "model_metadata" not in Redactor(cfg("int8"), threads=1).info["measured_recall"]
