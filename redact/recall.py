@@ -92,13 +92,12 @@ def recall_line(info: Mapping[str, Any]) -> str:
     mr = info.get("measured_recall") or {}
     parts = []
     for cls in info.get("thresholds", {}):
-        rows = mr.get(cls)
+        rows = [r for r in mr.get(cls) or () if r.get("recall_ge16") is not None]
         if not rows:
             parts.append(f"{cls} not measured for this setup")
             continue
-        parts.append(f"{cls} " + ", ".join(
-            f"{r['recall_ge16']:.3f} ({r['set']} {r['split']}, {r['regime']})" for r in rows
-            if r.get("recall_ge16") is not None))
+        parts.append(f"{cls} " + ", ".join(f"{r['recall_ge16']:.3f} ({r['set']} {r['split']}, {r['regime']})"
+                                           for r in rows))
     return "measured recall >= 16 px: " + ("; ".join(parts) or "none")
 
 

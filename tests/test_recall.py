@@ -136,3 +136,9 @@ def test_the_models_own_recall_is_not_claimed_for_its_int8_copy(tmp_path: Path) 
 
     assert Redactor(cfg("fp32"), threads=1).info["measured_recall"]["model_metadata"] == {"plate": 0.99}
     assert "model_metadata" not in Redactor(cfg("int8"), threads=1).info["measured_recall"]
+
+
+def test_rows_without_a_recall_value_read_as_not_measured(info: dict[str, Any]) -> None:
+    mr = {"face": [{"set": "s", "split": "holdout", "regime": "as loaded", "recall_ge16": None}], "plate": None}
+    line = recall_line({**info, "measured_recall": mr})
+    assert "face not measured for this setup" in line and "plate not measured for this setup" in line
