@@ -102,15 +102,21 @@ def recall_line(info: Mapping[str, Any]) -> str:
 
 
 def recorded_rows(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any], *, measured: str,
-                  command: str) -> list[dict[str, Any]]:
+                  command: str, detector_config: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The rows of ``scripts/eval_redact.py`` (default configuration) to record for the setup
     ``info`` describes (a Redactor of that configuration, not the evaluation's own: the
     large-frame regime changes the plan only for the measurement). Rows measured with other
-    weights or thresholds are refused."""
+    weights or thresholds are refused, and with ``detector_config`` (the setup's
+    ``DetectorSection`` as JSON) rows whose ``detector_config`` differs in any key."""
     out = []
     for r in rows:
         if r["split"] not in RECORDED_SPLITS and r["set"] != "faces-group-photos":
             continue
+        if detector_config is not None and r.get("detector_config") != dict(detector_config):
+            diff = sorted(k for k in set(detector_config) | set(r.get("detector_config") or {})
+                          if (r.get("detector_config") or {}).get(k) != detector_config.get(k))
+            raise ValueError(f"{r['set']} {r['split']}: measured with other detector settings ({', '.join(diff)}), "
+                             "not the setup to record")
         cls = r["class"]
         mine = [[d["name"], d["version"], d["weights_sha256"]] for d in info["detectors"] if cls in d["classes"]]
         theirs = [[d["name"], d["version"], d["weights_sha256"]] for d in r["detectors"] if cls in d["classes"]]

@@ -67,7 +67,7 @@ def variant_config(spec: str) -> tuple[str, RedactConfig]:
     return name, RedactConfig(detector=det)
 
 
-def row(name: str, set_name: str, r: EvalResult, ratio: float | None) -> dict[str, Any]:
+def row(name: str, set_name: str, r: EvalResult, ratio: float | None, cfg: RedactConfig) -> dict[str, Any]:
     (th,) = r.by_threshold
     bands = {b["band"]: b for b in r.table(th)}
     t = r.by_threshold[th]
@@ -80,6 +80,9 @@ def row(name: str, set_name: str, r: EvalResult, ratio: float | None) -> dict[st
         "precision_ge16": bands[">=16"]["precision"], "precision_all": bands["all"]["precision"],
         "redacted_outside_labels": t.redacted_outside / t.images if t.images else 0.0,
         "fps": round(r.fps, 2), "detectors": r.info["detectors"] if r.info else None,
+        # The variant's detector settings (before the regime's input_scale), so --record can
+        # refuse rows of any other setup (plan, second look, ...), whatever the variant's name.
+        "detector_config": cfg.detector.model_dump(mode="json"),
     }
 
 
@@ -117,7 +120,7 @@ def main() -> int:
                 got = [run_eval(d / "labels.json", d, cfg, cls=cls, split=p, threads=args.threads,  # type: ignore[arg-type]
                                 frame_ratio=ratio) for p in (parts or ("all",))]
                 for r in got + ([merge(got, "all")] if parts else []):
-                    rows.append(row(name, set_name, r, ratio))
+                    rows.append(row(name, set_name, r, ratio, cfg))
                     x = rows[-1]
                     print(f"{name:10} {cls:5} {set_name:20} {r.split:8} {x['regime'][:14]:14} recall>=16 "
                           f"{fmt(x['recall_ge16'])} all {fmt(x['recall_all'])} ({x['images']} images, "
@@ -144,7 +147,8 @@ def main() -> int:
         info = Redactor(RedactConfig(), threads=1).info
         when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rec = recorded_rows([x for x in rows if x["variant"] == "default"], info, measured=when,
-                            command="python scripts/eval_redact.py --record")
+                            command="python scripts/eval_redact.py --record",
+                            detector_config=RedactConfig().detector.model_dump(mode="json"))
         doc = {"about": "Recall measured by scripts/eval_redact.py --record for the default configuration; "
                         "a Redactor reports the rows whose key is its own detection_key (redact/recall.py).",
                "rows": rec}

@@ -142,3 +142,15 @@ def test_rows_without_a_recall_value_read_as_not_measured(info: dict[str, Any]) 
     mr = {"face": [{"set": "s", "split": "holdout", "regime": "as loaded", "recall_ge16": None}], "plate": None}
     line = recall_line({**info, "measured_recall": mr})
     assert "face not measured for this setup" in line and "plate not measured for this setup" in line
+
+
+def test_rows_of_other_detector_settings_are_refused_whatever_their_name(info: dict[str, Any]) -> None:
+    """A row measured without the second look (same weights and thresholds) is not the default's."""
+    default = DetectorSection().model_dump(mode="json")
+    other = DetectorSection(refine=False).model_dump(mode="json")
+    ok = recorded_rows([_eval_row(info, "face", split="holdout", detector_config=default)], info,
+                       measured="x", command="t", detector_config=default)
+    assert len(ok) == 1
+    with pytest.raises(ValueError, match="other detector settings \\(refine\\)"):
+        recorded_rows([_eval_row(info, "face", split="holdout", detector_config=other)], info,
+                      measured="x", command="t", detector_config=default)
