@@ -259,6 +259,18 @@ def int8_model(path: Path, source: Path) -> bytes:
     return data
 
 
+def _int8_nets(cfg: DetectorSection, source: Path, int8_file: Path, threads: int,
+               outputs: Mapping[str, tuple[str, str, str]]) -> tuple[NetFn, NetFn | None, str, str]:
+    """The int8 whole-frame net, the fp32 net for the face second look (few crops, and they
+    decide the uncertain cases; None without it), the version suffix and the int8 file's sha256."""
+    data = int8_model(int8_file, source)
+    net = _ort_netfn(data, threads, outputs)
+    refine_net = None
+    if cfg.refine and "face" in outputs:
+        refine_net = _ort_netfn(prepare_onnx(source), threads, {"face": outputs["face"]})
+    return net, refine_net, "-int8+fp32-refine" if refine_net else "-int8", hashlib.sha256(data).hexdigest()
+
+
 def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNetDetector:
     path, version = centerface_weights()
     weights_sha = sha256_file(path)
@@ -269,14 +281,9 @@ def build_centerface(cfg: DetectorSection, threads: int, wrap: bool) -> CenterNe
         import_torch()
         net = _torch_netfn(centerface_from_onnx(path), threads, cfg.device, {"face": (0, 1, 2)})
     elif cfg.resolved_precision() == "int8":
-        data = int8_model(CENTERFACE_INT8, path)
-        net = _ort_netfn(data, threads, {"face": ("537", "538", "539")})
-        if cfg.refine:
-            refine_net = _ort_netfn(prepare_onnx(path), threads, {"face": ("537", "538", "539")})
-            version += "-int8+fp32-refine"
-        else:
-            version += "-int8"
-        weights_sha = hashlib.sha256(data).hexdigest()
+        net, refine_net, suffix, weights_sha = _int8_nets(cfg, path, CENTERFACE_INT8, threads,
+                                                          {"face": ("537", "538", "539")})
+        version += suffix
     else:
         net = _ort_netfn(prepare_onnx(path), threads, {"face": ("537", "538", "539")})
     return CenterNetDetector(
@@ -317,16 +324,9 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         torch_out = {"face": (0, 1, 2), "plate": (4, 5, 6)}
         net = _torch_netfn(streetveil_from_onnx(path), threads, cfg.device, {c: torch_out[c] for c in classes})
     elif cfg.resolved_precision() == "int8":
-        data = int8_model(int8_path(path), path)
-        weights_sha = hashlib.sha256(data).hexdigest()
-        net = _ort_netfn(data, threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
-        if cfg.refine and "face" in classes:
-            # The face second look on the fp32 weights, as for CenterFace (few crops, and they
-            # decide the uncertain cases).
-            refine_net = _ort_netfn(prepare_onnx(path), threads, {"face": STREETVEIL_OUTPUTS["face"]})
-            version += "-int8+fp32-refine"
-        else:
-            version += "-int8"
+        net, refine_net, suffix, weights_sha = _int8_nets(cfg, path, int8_path(path), threads,
+                                                          {c: STREETVEIL_OUTPUTS[c] for c in classes})
+        version += suffix
     else:
         net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
     heads = tuple(face_head(cfg) if c == "face" else ClassHead("plate", plate_threshold(cfg)) for c in classes)

@@ -106,17 +106,14 @@ class Redactor:
                         config.detector.plate_backend)
 
     def _measured_recall(self) -> dict[str, Any]:
-        from redact.centernet import sha256_file
         from redact.detectors import model_metadata, streetveil_path
         from redact.recall import measured_recall
 
         stated = None
-        sv = [x for x in self.detectors if x.name == "streetveil"]
-        if sv:
-            path = streetveil_path(self.config.detector)
-            # The model's statement is about its own fp32 weights, not an int8 copy of them.
-            if sv[0].weights_sha256 == sha256_file(path):
-                stated = model_metadata(path).get("streetveil.measured_recall")
+        d = self.config.detector
+        # The model's statement is about its own fp32 weights, not an int8 copy of them.
+        if any(x.name == "streetveil" for x in self.detectors) and d.resolved_precision() == "fp32":
+            stated = model_metadata(streetveil_path(d)).get("streetveil.measured_recall")
         return measured_recall(self.info, stated)
 
     def __reduce__(self) -> tuple[Any, ...]:
