@@ -208,8 +208,6 @@ class CaptureDaemon:
         self._disk_checked = 0.0
         self._disk_free = float("inf")
         self._writer: SessionWriter | None = None
-        self._dirty = False  # written to the session since the last flush
-        self._last_sync = time.monotonic()
 
     # -- public
 
@@ -307,7 +305,7 @@ class CaptureDaemon:
                     self._pending.append(_Pending(frame, thumbnail(frame.image)))
                     self._process(writer, zones, trigger, overflow=len(self._pending) > max_pending)
                 self._check_disk(writer)
-                self._sync_if_due(writer)
+                writer.sync_if_due()  # also when nothing more is written (camera down)
                 self._refresh_status()
                 if disp:
                     disp.update()
@@ -395,7 +393,6 @@ class CaptureDaemon:
             writer.count("fixes_in_privacy_zone")
             return
         writer.add_fix(fix)
-        self._dirty = True
         prev = self._last_journaled
         if prev is not None and (fix.time - prev.time).total_seconds() <= self.cfg.gps.max_gap_s * 5:
             self.status.distance_m += distance_m(prev.lat, prev.lon, fix.lat, fix.lon)
@@ -464,7 +461,6 @@ class CaptureDaemon:
             heading=g.heading, speed=g.speed, fix_quality=g.fix_quality, hdop=g.hdop,
             satellites=g.satellites, width=w, height=h, extra={"camera_frame": idx},
         )
-        self._dirty = True
         self._disk_free -= len(jpeg)
         self._last_time = t
         self._last_kept_thumb = p.thumb
@@ -504,15 +500,6 @@ class CaptureDaemon:
             log.info("disk guard: %.0f MB free again; frame capture resumed", self._disk_free / 2**20)
             self.status.state = "recording"
         self._disk_blocked = blocked
-
-    def _sync_if_due(self, writer: SessionWriter) -> None:
-        """fsync what was written at least every ``fsync_interval_s``, also when nothing more
-        is written after it (the writer syncs on its own only when it is written to)."""
-        now = time.monotonic()
-        if self._dirty and now - self._last_sync >= self.cfg.session.fsync_interval_s:
-            writer.flush()
-            self._dirty = False
-            self._last_sync = now
 
     def _refresh_status(self) -> None:
         now = time.monotonic()

@@ -439,7 +439,7 @@ class SessionWriter:
         self._last_time = time
         self.counters["frames"] += 1
         self._pending.dirty = True
-        self._maybe_sync()
+        self.sync_if_due()
         return rec
 
     def add_fix(self, fix: Fix) -> None:
@@ -448,7 +448,7 @@ class SessionWriter:
         os.write(self._track_fd, (json.dumps(fix_to_json(fix), separators=(",", ":")) + "\n").encode())
         self.counters["fixes"] += 1
         self._pending.dirty = True
-        self._maybe_sync()
+        self.sync_if_due()
 
     def count(self, name: str, n: int = 1) -> None:
         """Bump a summary counter (e.g. ``dropped_privacy_zone``); written at close."""
@@ -465,6 +465,13 @@ class SessionWriter:
         fsync_dir(self.path / FRAMES_DIR)
         fsync_dir(self.path)
         self._pending = _Pending()
+
+    def sync_if_due(self) -> None:
+        """Flush when something was written and ``fsync_interval_s`` has passed since the last
+        flush. Writes call it; a loop that may go on writing nothing (the daemon while the
+        camera is down) calls it too, so the last writes do not wait for the next one."""
+        if self._pending.dirty and time.monotonic() - self._pending.last_sync >= self._fsync_interval:
+            self.flush()
 
     def close(self, *, end: datetime | None = None) -> Path:
         """Flush, write track.gpx and the final session.json (status 'closed')."""
@@ -494,10 +501,6 @@ class SessionWriter:
     def _check_open(self) -> None:
         if self._closed:
             raise SessionError(f"{self.path}: session is closed")
-
-    def _maybe_sync(self) -> None:
-        if self._pending.dirty and time.monotonic() - self._pending.last_sync >= self._fsync_interval:
-            self.flush()
 
     def _write_gpx(self) -> None:
         fixes = [fix_from_json(o) for _, o in read_jsonl(self.path / TRACK_JSONL)[0]]
