@@ -281,9 +281,8 @@ def queue_records(publish_dir: Path) -> list[dict[str, Any]]:
     return audit.read_records(queue_path(publish_dir))
 
 
-def pending_requests(publish_dir: Path) -> list[dict[str, Any]]:
-    """Queued requests that have no outcome yet, oldest first."""
-    recs = queue_records(publish_dir)
+def pending_requests(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The queued requests of the queue records ``recs`` that have no outcome yet, oldest first."""
     done = {r.get("request_id") for r in recs if r.get("type") == "request-outcome"}
     return [r for r in recs if r.get("type") == "request" and r.get("request_id") not in done]
 
@@ -758,7 +757,8 @@ def apply_requests(target: Path, opts: ApplyOptions | None = None) -> ApplyRepor
     report = ApplyReport(str(publish_dir))
     rr = _Rerender(publish_dir, opts)
     with _governance_lock(publish_dir):
-        pending = pending_requests(publish_dir)
+        recs = queue_records(publish_dir)
+        pending = pending_requests(recs)
         if only is not None:
             pending = [q for q in pending if q.get("session_id") == only and q["action"] != "zone"]
         if not pending:
@@ -781,8 +781,9 @@ def apply_requests(target: Path, opts: ApplyOptions | None = None) -> ApplyRepor
         zones = [(q, zones_from_geojson(q["zone"], source=q["request_id"])) for q in zone_reqs]
         if zones:
             # The zones file first: if anything below fails, later runs already exclude the zone.
-            applied = [r for r in queue_records(publish_dir) if r.get("type") == "request" and r["action"] == "zone"
-                       and r["request_id"] in _applied_ids(publish_dir)]
+            done = _applied_ids(recs)
+            applied = [r for r in recs if r.get("type") == "request" and r["action"] == "zone"
+                       and r["request_id"] in done]
             zp = zones_path(publish_dir)
             zp.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(zp, dumps(_zone_doc([*applied, *zone_reqs])))
@@ -808,8 +809,8 @@ def apply_requests(target: Path, opts: ApplyOptions | None = None) -> ApplyRepor
     return report
 
 
-def _applied_ids(publish_dir: Path) -> set[str]:
-    return {str(r["request_id"]) for r in queue_records(publish_dir)
+def _applied_ids(recs: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {str(r["request_id"]) for r in recs
             if r.get("type") == "request-outcome" and r.get("status") == "applied"}
 
 
@@ -833,7 +834,7 @@ def verify_governance(publish_dir: Path) -> list[str]:
         problems.append(f"{label}: the record the index holds as its head (seq {idx[-1].get('governance_seq')}) "
                         "is gone: queue truncated or replaced")
     recs = audit.read_records(q)
-    applied = _applied_ids(publish_dir)
+    applied = _applied_ids(recs)
     want = {r["request_id"]: r.get("zone_sha256") for r in recs
             if r.get("type") == "request" and r.get("action") == "zone" and r.get("request_id") in applied}
     zp = zones_path(publish_dir)
