@@ -145,25 +145,32 @@ def test_import_images_with_exif_gps(tmp_path: Path, shared: Path) -> None:
     assert (session / frames[1].file).read_bytes() == (shared / "images-exif" / "DSC00001.JPG").read_bytes()
 
 
-def test_import_images_with_gpx(tmp_path: Path, shared: Path) -> None:
-    """A GPX through the two Sony photos' own GPS fixes: positions interpolated at their EXIF
-    times land near the EXIF positions."""
-    folder = tmp_path / "photos"
+def _sony_photos(shared: Path, folder: Path) -> tuple[Fix, Fix]:
+    """The two Sony photos (DSC00001/DSC00497) copied into a new ``folder``, and the GPS fixes
+    their EXIF carries (both must have one)."""
     folder.mkdir()
     fixes = []
     for name in ("DSC00001.JPG", "DSC00497.JPG"):
         (folder / name).write_bytes((shared / "images-exif" / name).read_bytes())
         fixes.append(read_exif(folder / name).fix)
-    assert all(fixes)
     a, b = fixes
     assert a is not None and b is not None
+    return a, b
+
+
+def test_import_images_with_gpx(tmp_path: Path, shared: Path) -> None:
+    """A GPX through the two Sony photos' own GPS fixes: positions interpolated at their EXIF
+    times land near the EXIF positions."""
+    folder = tmp_path / "photos"
+    fixes = _sony_photos(shared, folder)
+    a, b = fixes
     gpx = write_gpx(tmp_path / "t.gpx", [Fix(time=a.time - timedelta(seconds=5), lat=a.lat, lon=a.lon),
                                          Fix(time=b.time + timedelta(seconds=5), lat=b.lat, lon=b.lon)])
     res = import_images(folder, tmp_path / "out", META, ImportSettings(max_gap_s=600.0), gpx=gpx)
     frames = SessionReader(res.session).frames()
     assert len(frames) == 2 and all(f.position_source == "interpolated" for f in frames)
     for f, ref in zip(frames, fixes, strict=True):
-        assert ref is not None and f.lat is not None and f.lon is not None
+        assert f.lat is not None and f.lon is not None
         assert distance_m(f.lat, f.lon, ref.lat, ref.lon) < 60  # 5 s along a 500 m, 8 min leg
 
 
@@ -277,13 +284,7 @@ def test_import_stores_only_the_track_around_the_media(tmp_path: Path, shared: P
     """A GPX of the whole day: only the fixes within the photos' time span plus the margin are
     stored in the session (and so in the published track)."""
     folder = tmp_path / "photos"
-    folder.mkdir()
-    fixes = []
-    for name in ("DSC00001.JPG", "DSC00497.JPG"):
-        (folder / name).write_bytes((shared / "images-exif" / name).read_bytes())
-        fixes.append(read_exif(folder / name).fix)
-    a, b = fixes
-    assert a is not None and b is not None
+    a, b = _sony_photos(shared, folder)
     day = [Fix(time=a.time + timedelta(seconds=s), lat=a.lat + (b.lat - a.lat) * s / 498, lon=a.lon + (b.lon - a.lon) * s / 498)
            for s in range(-7200, 7200 + 498, 10)]
     gpx = write_gpx(tmp_path / "day.gpx", day)
