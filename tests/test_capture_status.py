@@ -33,9 +33,14 @@ def test_status_line_shows_what_the_driver_needs() -> None:
     assert "CAMERA LOST" in Status(camera_lost=True).line() and "CAMERA LOST" not in Status().line()
 
 
-def test_systemd_unit() -> None:
+def _unit() -> configparser.ConfigParser:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read(ROOT / "scripts" / "streetveil-capture.service")
+    return unit
+
+
+def test_systemd_unit() -> None:
+    unit = _unit()
     svc = unit["Service"]
     assert svc["Restart"] == "on-failure"
     assert "capture run --config" in svc["ExecStart"] and svc["KillSignal"] == "SIGTERM"
@@ -43,9 +48,7 @@ def test_systemd_unit() -> None:
 
 
 def _unit_args() -> list[str]:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.read(ROOT / "scripts" / "streetveil-capture.service")
-    argv = shlex.split(unit["Service"]["ExecStart"])
+    argv = shlex.split(_unit()["Service"]["ExecStart"])
     return argv[argv.index("run") + 1:]
 
 
