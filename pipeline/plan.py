@@ -90,10 +90,11 @@ class SessionPlan:
     excluded: tuple[tuple[FrameRecord, str], ...]  # left out on purpose, with the reason
     batches: tuple[tuple[int, int], ...]  # [start, end) into ``frames``
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
+    # Ids of ``included``, built once: ``batch_included`` runs for every batch.
+    publish_ids: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def publish_ids(self) -> frozenset[str]:
-        return frozenset(r.frame_id for r in self.included)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "publish_ids", frozenset(r.frame_id for r in self.included))
 
     @property
     def deleted_ids(self) -> frozenset[str]:
@@ -107,8 +108,7 @@ class SessionPlan:
 
     def batch_included(self, b: int) -> tuple[FrameRecord, ...]:
         """The frames of batch ``b`` to render and publish."""
-        ids = self.publish_ids
-        return tuple(r for r in self.batch_frames(b) if r.frame_id in ids)
+        return tuple(r for r in self.batch_frames(b) if r.frame_id in self.publish_ids)
 
     def window(self, b: int, k: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """Frame ids of batch ``b`` plus ``k`` on each side, and the batches that cover them."""
