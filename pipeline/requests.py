@@ -319,24 +319,12 @@ def read_request_zones(out: Store) -> tuple[Any, str | None]:
     return (zones if zones else None), hashlib.sha256(data).hexdigest()
 
 
-def request_zones(out: Store) -> Any:
-    """The exclusion zones added by requests to ``out``, or None (see ``read_request_zones``)."""
-    return read_request_zones(out)[0]
-
-
 def either_zone(first: Callable[[float, float], bool] | None,
                 zones: Any) -> Callable[[float, float], bool] | None:
     """``first`` extended by ``zones`` (``capture.zones.Zones`` or None)."""
     if zones is None:
         return first
     return _EitherZone(first, zones.contains)
-
-
-def with_request_zones(excluded_at: Callable[[float, float], bool] | None,
-                       out: Store) -> Callable[[float, float], bool] | None:
-    """``excluded_at`` extended by the zones residents' requests added to ``out`` (the nightly
-    job calls this, so a zone added by request applies to every later run)."""
-    return either_zone(excluded_at, request_zones(out))
 
 
 def _zone_doc(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -500,6 +488,7 @@ class _Rerender:
         from pipeline.tasks import CarrySpec, TaskContext, detect_batch, render_batch
 
         cfg = self._cfg
+        out = Store(str(self.publish_dir))
         try:
             reader = src.reader()
             if fid in reader.deletions().frame_ids:
@@ -509,7 +498,8 @@ class _Rerender:
                 return None, "the detector weights differ from the published run's"
             from pipeline.job import config_zones
 
-            excluded_at = with_request_zones(config_zones(cfg)[0], Store(str(self.publish_dir)))
+            # The zones the nightly job obeys: the configured ones and those added by request.
+            excluded_at = either_zone(config_zones(cfg)[0], read_request_zones(out)[0])
             plan = plan_session(src, batch_size=cfg.job.batch_size, excluded_at=excluded_at,
                                 overrides=overrides_from(records))
         except Exception as e:  # any problem with the raw side means: edit the published image
@@ -519,7 +509,6 @@ class _Rerender:
         carry = CarrySpec(cfg.publish.temporal_carry, cfg.publish.carry_expand)
         from pipeline.job import stored_detections
 
-        out = Store(str(self.publish_dir))
         ctx = TaskContext(source=src, work=out.child(f".work/{sid}"), model=m["spec"],
                           model_hash=m["model_hash"], carry=carry, extra_boxes=plan.extra_boxes,
                           deleted=plan.deleted_ids, stored=stored_detections(out, records, plan.deleted_ids))
