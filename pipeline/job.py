@@ -596,7 +596,7 @@ Rerender = Callable[[Sequence[FrameRecord], Mapping[str, tuple[tuple[float, floa
 
 def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec: dict[str, Any],
              notice: NoticeConfig, cfg_zones: Callable[[float, float], bool] | None, *,
-             context: Mapping[str, str] | None = None, rerender: Rerender | None = None) -> SessionOutcome:
+             context: Mapping[str, str], rerender: Rerender) -> SessionOutcome:
     """Build and swap in the session's new version with its audit records.
 
     What to publish was decided at planning, before the session's lock was taken; a request
@@ -638,14 +638,8 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
         late_note = "a request changed this frame while the run was rendering it"
         if stale:
             fresh = {r.frame_id: overrides[r.frame_id].boxes for r in stale}
-            if rerender is not None:
-                for res in rerender(stale, fresh):
-                    by_id[res.frame_id] = res
-            else:
-                for r in stale:
-                    by_id[r.frame_id] = FrameResult(frame_id=r.frame_id, key=by_id[r.frame_id].key, status="failed",
-                                                    error=f"{late_note} (new blur boxes); not published by this "
-                                                          "run, the next run renders it with them")
+            for res in rerender(stale, fresh):
+                by_id[res.frame_id] = res
             for r in stale:
                 res = by_id[r.frame_id]
                 if res.status != "ok":
@@ -727,7 +721,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
             # ``context_detection`` says whether its detections were carried to its neighbours.
             records.append(_frame_record(rec, status="excluded", reason=why,
-                                         context_detection=(context or {}).get(rec.frame_id, "not needed")))
+                                         context_detection=context.get(rec.frame_id, "not needed")))
         track = track_feature(plan.source.reader().fixes(), session_id=sid, frames=plan.frames, exclude=excluded_at)
         txn.write_file(TRACK_GEOJSON, dumps(track))
         facts = SessionFacts(session_id=sid, captured_span=_span(plan.frames), published=oc.published,
