@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from redact.centernet import prepare_onnx, sha256_file  # noqa: E402
+from redact.centernet import prepare_onnx, sha256_file, window_pixels  # noqa: E402
 from redact.detectors import (  # noqa: E402
     CENTERFACE_INT8,
     STREETVEIL_MODEL,
@@ -79,11 +79,9 @@ def calibration_images(shared: Path, limit_dashcam: int = 24) -> Iterator[np.nda
             if win.scale != 1.0 and round(win.scale, 3) in seen:
                 continue
             seen.add(round(win.scale, 3))
-            crop = img[win.y0 : win.y1, win.x0 : win.x1]
             nh, nw = win.net_size
-            ph, pw = win.padded_size
-            out = np.zeros((ph, pw, 3), np.uint8)
-            out[:nh, :nw] = cv2.resize(crop, (nw, nh), interpolation=cv2.INTER_AREA if win.scale < 1 else cv2.INTER_LINEAR)
+            out = np.zeros((*win.padded_size, 3), np.uint8)
+            out[:nh, :nw] = window_pixels(img, win)
             yield out
 
 
