@@ -8,7 +8,7 @@ image's own quantisation tables and chroma subsampling, and only the blocks of t
 original file. Every other block keeps its exact coefficients, so a decoder yields identical
 pixels there; libjpeg's "fancy" chroma upsampling interpolates across block edges, so with
 subsampled chroma the one pixel row or column next to a changed MCU may differ by a little
-(``changed_region`` bounds the affected area; tests check both).
+(tests check both).
 
 Pure functions over bytes (temporary files only because libjpeg's reader takes a path).
 """
@@ -47,10 +47,6 @@ class McuGrid:
         if self.mcu_w < 8 or self.mcu_h < 8 or not self.factors:
             raise ValueError("invalid MCU grid")
 
-    @property
-    def subsampled(self) -> bool:
-        return any(f != self.factors[0] for f in self.factors)
-
 
 def align_box(box: Box, grid: McuGrid, width: int, height: int) -> tuple[int, int, int, int]:
     """``box`` grown out to whole MCUs, clipped to the image (pixels, x2/y2 exclusive)."""
@@ -60,17 +56,6 @@ def align_box(box: Box, grid: McuGrid, width: int, height: int) -> tuple[int, in
     ax2 = min(width, math.ceil(x2 / grid.mcu_w) * grid.mcu_w)
     ay2 = min(height, math.ceil(y2 / grid.mcu_h) * grid.mcu_h)
     return ax1, ay1, ax2, ay2
-
-
-def changed_region(boxes: Iterable[Box], grid: McuGrid, width: int, height: int) -> np.ndarray:
-    """Boolean H x W mask of the pixels an edit of ``boxes`` may change once decoded: the
-    boxes grown to whole MCUs, plus one pixel around them where chroma is subsampled."""
-    mask = np.zeros((height, width), bool)
-    pad = 1 if grid.subsampled else 0
-    for b in boxes:
-        x1, y1, x2, y2 = align_box(b, grid, width, height)
-        mask[max(0, y1 - pad):min(height, y2 + pad), max(0, x1 - pad):min(width, x2 + pad)] = True
-    return mask
 
 
 def _read_dct(data: bytes, tmp: Path, name: str) -> Any:
@@ -98,12 +83,6 @@ def grid_of(im: Any) -> McuGrid:
     return McuGrid(8 * hmax, 8 * vmax, factors)
 
 
-def mcu_grid(data: bytes) -> McuGrid:
-    """The MCU grid of the JPEG in ``data``."""
-    with tempfile.TemporaryDirectory(prefix="streetveil-jpeg-") as d:
-        return grid_of(_read_dct(data, Path(d), "image.jpg"))
-
-
 def block_mask(boxes: Iterable[Box], grid: McuGrid, comp: int, shape: tuple[int, int],
                width: int, height: int) -> np.ndarray:
     """Boolean (rows, cols) mask over component ``comp``'s 8x8 blocks: the blocks of every MCU
@@ -120,24 +99,25 @@ def block_mask(boxes: Iterable[Box], grid: McuGrid, comp: int, shape: tuple[int,
     return mask
 
 
-def changed_blocks(old: bytes, new: bytes) -> list[np.ndarray]:
-    """Per component, the (rows, cols) mask of 8x8 blocks whose coefficients differ.
-    JpegEditError when the two images do not share size, sampling and quantisation tables."""
-    with tempfile.TemporaryDirectory(prefix="streetveil-jpeg-") as d:
-        a = _read_dct(old, Path(d), "old.jpg")
-        b = _read_dct(new, Path(d), "new.jpg")
-        _check_compatible(a, b)
-        return [(ca != cb).any(axis=(2, 3)) for ca, cb in zip(_components(a), _components(b), strict=True)]
+def _read_pair(old: bytes, new: bytes, tmp: Path) -> tuple[Any, Any]:
+    """Both images' DCT data; JpegEditError when they do not share size, sampling and
+    quantisation tables."""
+    a = _read_dct(old, tmp, "old.jpg")
+    b = _read_dct(new, tmp, "new.jpg")
+    _check_compatible(a, b)
+    return a, b
 
 
 def only_inside(old: bytes, new: bytes, boxes: Sequence[Box], width: int, height: int) -> bool:
     """True when every DCT block that differs between ``old`` and ``new`` lies in an MCU that
     ``boxes`` touch (the promise of a block-level edit)."""
-    grid = mcu_grid(old)
-    for comp, diff in enumerate(changed_blocks(old, new)):
-        allowed = block_mask(boxes, grid, comp, diff.shape, width, height)
-        if (diff & ~allowed).any():
-            return False
+    with tempfile.TemporaryDirectory(prefix="streetveil-jpeg-") as d:
+        a, b = _read_pair(old, new, Path(d))
+        grid = grid_of(a)
+        for comp, (ca, cb) in enumerate(zip(_components(a), _components(b), strict=True)):
+            diff = (ca != cb).any(axis=(2, 3))
+            if (diff & ~block_mask(boxes, grid, comp, diff.shape, width, height)).any():
+                return False
     return True
 
 
@@ -162,9 +142,7 @@ def splice(old: bytes, new: bytes, boxes: Sequence[Box]) -> bytes:
     """
     with tempfile.TemporaryDirectory(prefix="streetveil-jpeg-") as d:
         tmp = Path(d)
-        a = _read_dct(old, tmp, "old.jpg")
-        b = _read_dct(new, tmp, "new.jpg")
-        _check_compatible(a, b)
+        a, b = _read_pair(old, new, tmp)
         grid = grid_of(a)
         names = ["Y", "Cb", "Cr"][: len(_components(a))]
         for comp, name in enumerate(names):
