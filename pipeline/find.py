@@ -213,7 +213,6 @@ class DeleteOutcome:
     deleted: int
     sessions: list[str]
     record: dict[str, Any]
-    already_gone: int = 0
 
 
 def delete_raw(sessions_root: Path, query: FindQuery, found: Sequence[FoundFrame], *, reason: str,
