@@ -217,8 +217,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
 
     # The carry neighbourhood as the job builds it: every frame of the capture sequence, those
     # left out of the publication included (their detections are carried to their neighbours).
-    order = sorted((r for r in latest.values() if r.get("status") in ("ok", "failed", "excluded")),
-                   key=lambda r: (str(r.get("capture_time")), r["frame_id"]))
+    order = [r for r in latest.values() if r.get("status") in ("ok", "failed", "excluded")]
     for fid, f in feats.items():  # a published frame always takes part, even without a record
         if fid not in latest:
             order.append({"frame_id": fid, "capture_time": f["properties"]["time"], "status": "ok"})
@@ -233,7 +232,9 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             log.warning("%s; boxes from the work cache where it still has them", why)
         stored = {fid: e for fid, e in (entries or {}).items()
                   if fid in feats and e.get("image_sha256") == feats[fid]["properties"].get("sha256")}
-    dets = {r["frame_id"]: _det_cache(publish_dir, sid, r["frame_id"], r.get("raw_sha256"), run) for r in order}
+    # The work cache only for frames the QA detections do not cover (and their neighbours).
+    dets = {r["frame_id"]: _det_cache(publish_dir, sid, r["frame_id"], r.get("raw_sha256"), run)
+            for r in order} if set(feats) - set(stored) else {}
     tc = run.get("temporal_carry") or {}
     k, expand = int(tc.get("frames", 0) or 0), float(tc.get("expand", 1.25) or 1.25)
 
