@@ -527,8 +527,10 @@ def _params_of(run: Mapping[str, Any] | None) -> Any:
 
     info = (run or {}).get("detectors") or {}
     exp = info.get("expand") or {}
+    # Runs recorded before face_shape was in Redactor.info used the default, the ellipse.
     return RedactParams(method=info.get("method", "blur"), face_expand=float(exp.get("face", 1.3)),
-                        plate_expand=float(exp.get("plate", 1.15)), feather=float(info.get("feather", 0.0)))
+                        plate_expand=float(exp.get("plate", 1.15)), feather=float(info.get("feather", 0.0)),
+                        face_shape=info.get("face_shape", "ellipse"))
 
 
 def blur_published(data: bytes, boxes: Sequence[IntBox], params: Any, *, name: str) -> bytes:

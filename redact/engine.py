@@ -88,6 +88,7 @@ class Redactor:
             "method": r.method,
             "expand": {"face": r.face_expand, "plate": r.plate_expand},
             "feather": r.feather,
+            "face_shape": r.face_shape,
             "plan": {
                 "input_size": d.input_size, "input_scale": d.input_scale, "upscale": d.upscale,
                 "upscale_below": d.upscale_below,

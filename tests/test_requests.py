@@ -334,3 +334,16 @@ def test_a_late_blur_that_cannot_be_rendered_fails_closed(tree: tuple[Path, Path
     _nightly_rerun(raw, pub)  # completes it, with the request's blur
     blurred = [x for x in _chain(sdir) if x["type"] == "request-outcome" and x.get("new_sha256")][-1]["new_sha256"]
     assert _manifest_images(sdir)[f"images/{fid}.jpg"] == blurred
+
+
+def test_request_edits_use_the_runs_redaction_params_including_the_face_shape() -> None:
+    """A request's blur and the QA sheet redraw with the parameters the run recorded."""
+    from pipeline.requests import _params_of
+    from redact.config import RedactConfig
+    from redact.engine import Redactor
+
+    cfg = RedactConfig.model_validate({"redaction": {"face_shape": "rectangle", "face_expand": 1.4}})
+    info = Redactor(cfg, threads=1).info
+    params = _params_of({"detectors": info})
+    assert params.face_shape == "rectangle" and params.face_expand == 1.4
+    assert _params_of(None).face_shape == "ellipse"
