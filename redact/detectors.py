@@ -213,6 +213,10 @@ def _torch_netfn(module: Any, threads: int, device: str, outputs: Mapping[str, t
         module = module.to(dev).eval()
     except (RuntimeError, AssertionError) as e:
         raise ModelError(f"torch device {device!r} is not usable: {e}") from None
+    if dev.type == "cuda":
+        # cuDNN runs convolutions in TF32 by default on Ampere and later (10-bit mantissa); the
+        # GPU path must find the boxes the measured onnxruntime path finds (scripts/check_gpu.py).
+        torch.backends.cudnn.allow_tf32 = False
 
     def run(batch: np.ndarray) -> dict[str, Maps]:
         with torch.inference_mode():
