@@ -264,7 +264,3 @@ def delete_raw(sessions_root: Path, query: FindQuery, found: Sequence[FoundFrame
     log.info("deleted %d raw frames in %d sessions", n, len(per_session))
     return DeleteOutcome(deleted=n, sessions=sorted(per_session), record=record)
 
-
-def verify_root_chain(root: Path) -> list[str]:
-    """Problems with the deletion chain of a sessions root (``SESSIONS_ROOT/audit.jsonl``)."""
-    return list(audit.verify_chain(Path(root) / ROOT_AUDIT, name=f"{Path(root).name}/{ROOT_AUDIT}").problems)

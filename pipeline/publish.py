@@ -128,16 +128,29 @@ class Committed:
     images: int
 
 
+@contextlib.contextmanager
+def publish_lock(publish_dir: Path, name: str) -> Iterator[None]:
+    """Hold ``PUBLISH_DIR/.locks/<name>.lock`` exclusively for the block: one writer per
+    session (or of the governance queue) at a time on this machine."""
+    d = Path(publish_dir) / LOCK_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
 class PublishTxn:
     """One new version of one published session. Use ``PublishTxn.open`` as a context
     manager; nothing is visible to readers until ``commit``; leaving the block without a
     commit (or with an exception) discards the staging folder."""
 
-    def __init__(self, out: Store, session_id: str, staging: Path, lock_fd: int | None) -> None:
+    def __init__(self, out: Store, session_id: str, staging: Path) -> None:
         self.out = out
         self.session_id = session_id
         self.staging = staging
-        self._lock_fd = lock_fd
         self._known: dict[str, tuple[str, int]] = {}
         self.features: dict[str, dict[str, Any]] = {}
         # QA detections of the frames (pipeline.qadata); None: this version keeps none (an edit
@@ -156,31 +169,26 @@ class PublishTxn:
         files and its frames.geojson features, for edits (takedown, extra blur)."""
         check_name(session_id, "session id")
         local = out.local
-        lock_fd = None
-        if local is not None:
-            (local / LOCK_DIR).mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(local / LOCK_DIR / f"{session_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            sdir = local / STAGING_DIR
-            sdir.mkdir(parents=True, exist_ok=True)
-            # Under the lock no one else is building this session: leftovers are from a
-            # killed process.
-            for stale in sdir.glob(f"{session_id}.*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            staging = sdir / f"{session_id}.{uuid.uuid4().hex[:12]}"
-            staging.mkdir()
-        else:
-            staging = Path(tempfile.mkdtemp(prefix=f"streetveil-publish-{session_id}-"))
-        txn = cls(out, session_id, staging, lock_fd)
-        try:
-            txn._seed(keep_published)
-            yield txn
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-            if lock_fd is not None:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
-                os.close(lock_fd)
+        with contextlib.ExitStack() as held:
+            if local is not None:
+                held.enter_context(publish_lock(local, session_id))
+                sdir = local / STAGING_DIR
+                sdir.mkdir(parents=True, exist_ok=True)
+                # Under the lock no one else is building this session: leftovers are from a
+                # killed process.
+                for stale in sdir.glob(f"{session_id}.*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+                staging = sdir / f"{session_id}.{uuid.uuid4().hex[:12]}"
+                staging.mkdir()
+            else:
+                staging = Path(tempfile.mkdtemp(prefix=f"streetveil-publish-{session_id}-"))
+            txn = cls(out, session_id, staging)
+            try:
+                txn._seed(keep_published)
+                yield txn
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
 
     def _published(self) -> Path | None:
         local = self.out.local
@@ -415,10 +423,7 @@ def append_session_records(publish_dir: Path, session_id: str, records: Sequence
     sdir = publish_dir / session_id
     if not (sdir / MANIFEST).exists():
         raise PublishError(f"{sdir}: no published session there")
-    (publish_dir / LOCK_DIR).mkdir(parents=True, exist_ok=True)
-    fd = os.open(publish_dir / LOCK_DIR / f"{session_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with publish_lock(publish_dir, session_id):
         state = audit.append_records(sdir / audit.AUDIT_FILE, records)
         man_sha, _ = sha256_file(sdir / MANIFEST)
         append_index(Store(str(publish_dir)), [{
@@ -426,9 +431,6 @@ def append_session_records(publish_dir: Path, session_id: str, records: Sequence
             "audit_head": state.head, "audit_seq": state.seq - 1, "manifest_sha256": man_sha,
             "records": [r.get("type") for r in records]}])
         return state
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def published_sessions(publish_dir: Path) -> list[str]:

@@ -30,15 +30,12 @@ affected blocks are spliced into it (``pipeline.jpegblocks``).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,12 +47,12 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.geojson import dumps
 from pipeline.manifest import MANIFEST
 from pipeline.publish import (
-    LOCK_DIR,
     TRACK_GEOJSON,
     PublishTxn,
     append_index,
     check_name,
     image_path,
+    publish_lock,
     published_sessions,
 )
 from pipeline.store import Store
@@ -192,19 +189,6 @@ def resolve_target(target: Path) -> tuple[Path, str | None]:
     raise RequestError(f"{target}: neither a published session (no {MANIFEST}) nor a publish folder")
 
 
-@contextlib.contextmanager
-def _governance_lock(publish_dir: Path) -> Iterator[None]:
-    d = Path(publish_dir) / LOCK_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    fd = os.open(d / "governance.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def _index(publish_dir: Path, rec: dict[str, Any]) -> None:
     st = audit.read_state(queue_path(publish_dir))
     append_index(Store(str(publish_dir)), [{**rec, "time": audit.now_utc(), "governance_head": st.head,
@@ -269,7 +253,7 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
     if spec.action == "zone":
         rec["zone"] = dict(spec.zone or {})
         rec["zone_sha256"] = hashlib.sha256(audit.canonical(rec["zone"])).hexdigest()
-    with _governance_lock(publish_dir):
+    with publish_lock(publish_dir, "governance"):
         audit.append_records(queue_path(publish_dir), [rec])
         _index(publish_dir, {"type": "request-received", "request_id": rec["request_id"],
                              "session_id": sid, "action": spec.action})
@@ -747,7 +731,7 @@ def apply_requests(target: Path, opts: ApplyOptions | None = None) -> ApplyRepor
     publish_dir, only = resolve_target(target)
     report = ApplyReport(str(publish_dir))
     rr = _Rerender(publish_dir, opts)
-    with _governance_lock(publish_dir):
+    with publish_lock(publish_dir, "governance"):
         recs = queue_records(publish_dir)
         pending = pending_requests(recs)
         if only is not None:

@@ -125,10 +125,8 @@ def verify_tree(path: Path) -> VerifyReport:
     index_path = path / audit.INDEX_FILE
     if not sessions and not index_path.exists():
         if (path / audit.AUDIT_FILE).is_file():  # a sessions root's chain (`streetveil find --delete`)
-            from pipeline.find import verify_root_chain
-
-            chain = audit.verify_chain(path / audit.AUDIT_FILE)
-            return VerifyReport(str(path), (), chain.records, 0, tuple(verify_root_chain(path)))
+            chain = audit.verify_chain(path / audit.AUDIT_FILE, name=f"{path.name}/{audit.AUDIT_FILE}")
+            return VerifyReport(str(path), (), chain.records, 0, tuple(chain.problems))
         raise FileNotFoundError(f"{path}: not a publish folder (no {audit.INDEX_FILE}, no published session)")
     problems = []
     records = files = 0
