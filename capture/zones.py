@@ -5,6 +5,8 @@ the publisher for exclusion zones.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ class Zones:
     names: tuple[str, ...] = ()
     source: str = ""
     count: int = field(default=0)
+    # sha256 of the file's bytes as read (load_zones): records name the zones that were applied.
+    sha256: str = ""
 
     @classmethod
     def empty(cls) -> Zones:
@@ -100,11 +104,12 @@ def load_zones(path: Path | str) -> Zones:
     """Load a GeoJSON file of (Multi)Polygons (FeatureCollection, Feature or geometry)."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        data = p.read_bytes()
+        doc = json.loads(data.decode("utf-8"))
     except FileNotFoundError as e:
         raise ZoneError(f"{p}: zones file not found") from e
     except (OSError, UnicodeDecodeError) as e:
         raise ZoneError(f"{p}: cannot read zones file: {e}") from e
     except ValueError as e:
         raise ZoneError(f"{p}: not valid JSON: {e}") from e
-    return zones_from_geojson(doc, source=str(p))
+    return dataclasses.replace(zones_from_geojson(doc, source=str(p)), sha256=hashlib.sha256(data).hexdigest())

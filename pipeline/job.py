@@ -284,22 +284,14 @@ def config_zones(cfg: NightlyConfig) -> tuple[Callable[[float, float], bool] | N
     path = cfg.publish.exclusion_zones
     if path is None:
         return None, None
-    import hashlib
-    import json
-
-    from capture.zones import zones_from_geojson
+    from capture.errors import ZoneError
+    from capture.zones import load_zones
 
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise PipelineError(f"[publish] exclusion_zones {path}: zones file not found") from None
-    except OSError as e:
-        raise PipelineError(f"[publish] exclusion_zones {path}: cannot read zones file: {e}") from None
-    try:
-        zones = zones_from_geojson(json.loads(data), source=str(path))
-    except Exception as e:
-        raise PipelineError(f"[publish] exclusion_zones: {path}: {e}") from None
-    return zones.contains, hashlib.sha256(data).hexdigest()
+        zones = load_zones(path)
+    except ZoneError as e:  # names the file and the problem
+        raise PipelineError(f"[publish] exclusion_zones {e}") from None
+    return zones.contains, zones.sha256
 
 
 def _notice(cfg: NightlyConfig) -> NoticeConfig:
