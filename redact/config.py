@@ -34,12 +34,13 @@ class DetectorSection(_Section):
     # for comparison only. none: no plate detection.
     plate_backend: PlateBackend = "auto"
     runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
-    # int8: the statically quantised copy of the model (<stem>-int8.onnx beside it, built by
-    # scripts/quantize_model.py and refused unless made from the fp32 weights in use), about
-    # 1.7x faster on CPU, onnxruntime only; close-ups for the face second look stay fp32.
-    # auto: int8 only for centerface (faces lose nothing measurable); fp32 for streetveil,
-    # whose plate branch loses recall in int8 (dashcam val 1.00 -> 0.81: docs/redaction.md),
-    # and for every other backend.
+    # int8: the statically quantised copy of the model (<stem>-int8.onnx beside it, refused
+    # unless made from the fp32 weights in use; the packaged combined model's is built by
+    # scripts/train_plates.py --int8 with a plate branch trained on the int8 backbone, the
+    # CenterFace one by scripts/quantize_model.py), faster on CPU, onnxruntime only; close-ups
+    # for the face second look stay fp32. auto: int8 for centerface and for the packaged
+    # streetveil model (recall measured: docs/redaction.md), fp32 for user-supplied weights
+    # (no int8 copy of them is known to keep their recall) and every other backend.
     precision: Literal["auto", "fp32", "int8"] = "auto"
     device: str = "cpu"
     # Face (or combined) model file for streetveil / egoblur / yolo-onnx (streetveil: default
@@ -102,7 +103,10 @@ class DetectorSection(_Section):
         """fp32 or int8 ("auto" resolved; see precision)."""
         if self.precision != "auto":
             return self.precision
-        return "int8" if self.backend == "centerface" and self.runtime == "onnxruntime" else "fp32"
+        if self.runtime != "onnxruntime":
+            return "fp32"
+        packaged = self.backend == "centerface" or (self.backend == "streetveil" and self.weights is None)
+        return "int8" if packaged else "fp32"
 
     def resolved_plate_backend(self) -> str:
         """The plate detector actually used ("auto" resolved; see plate_backend)."""

@@ -156,7 +156,9 @@ def plate_threshold(cfg: DetectorSection) -> float:
     if cfg.plate_threshold is not None:
         return cfg.plate_threshold
     if cfg.backend == "streetveil" and cfg.resolved_plate_backend() == "same":
-        return streetveil_plate_threshold(streetveil_path(cfg))
+        path = streetveil_path(cfg)
+        # An int8 variant states its own threshold (its plate branch may be trained anew).
+        return streetveil_plate_threshold(int8_path(path) if cfg.resolved_precision() == "int8" else path)
     return FALLBACK_PLATE_THRESHOLD
 
 
@@ -240,7 +242,8 @@ def _quantize_command(path: Path, source: Path) -> str:
     if path == CENTERFACE_INT8:
         return "python scripts/quantize_model.py centerface"
     if path == int8_path(STREETVEIL_MODEL) and source == STREETVEIL_MODEL:
-        return "python scripts/quantize_model.py streetveil"
+        # Not a plain quantisation: its plate branch is trained on the int8 backbone's taps.
+        return "python scripts/train_plates.py --int8 (about 30 min)"
     return f"python scripts/quantize_model.py --model {source} --out {path}"
 
 
@@ -352,7 +355,9 @@ def build_detectors(cfg: DetectorSection, threads: int, *, wrap: bool = False) -
     ``panorama = "auto"`` and keeps one detector set per wrap mode).
     """
     plates = cfg.resolved_plate_backend()
-    plate_th = plate_threshold(cfg) if plates != "none" else FALLBACK_PLATE_THRESHOLD
+    # The combined model's own threshold is read by build_streetveil, after its file is checked.
+    own = cfg.backend == "streetveil" and plates == "same"
+    plate_th = plate_threshold(cfg) if plates != "none" and not own else FALLBACK_PLATE_THRESHOLD
     # One model gives both classes: no second pass.
     same = plates == "same" or (plates == "yolo-onnx" == cfg.backend and cfg.plate_weights is None)
     dets: list[Detector] = []

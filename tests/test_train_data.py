@@ -88,3 +88,15 @@ def test_targets_invert_centerface_decode(box: list[float]) -> None:
 def test_ignore_regions_zero_the_weight() -> None:
     _, weight, *_ = targets.encode(np.zeros((0, 4), np.float32), np.array([[40, 40, 80, 60]], np.float32), 320, 512)
     assert weight[0, 10:15, 10:20].sum() == 0 and weight.sum() == 80 * 128 - 5 * 10
+
+
+def test_a_variant_threshold_keeps_the_reference_recall() -> None:
+    """--int8 calibration: the highest threshold whose recall reaches the fp32 model's, not the
+    F2 optimum (which trades recall for fewer false boxes)."""
+    from redact.train.pipeline import THRESHOLD_GRID, matched_threshold
+
+    table = {"0.15": {"recall_ge16": 0.95}, "0.20": {"recall_ge16": 0.896}, "0.25": {"recall_ge16": 0.836},
+             "0.30": {"recall_ge16": 0.777}}
+    assert matched_threshold(table, 0.848) == 0.20
+    assert matched_threshold(table, 0.836) == 0.25
+    assert matched_threshold(table, 0.99) == THRESHOLD_GRID[0]  # nothing reaches it: the lowest

@@ -86,3 +86,52 @@ def test_training_is_reproducible_with_a_fixed_seed(tiny_cache: Path) -> None:
     sa, sb, sc = (n.plate.state_dict() for n in (a, b, c))
     assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
     assert not all(np.array_equal(sa[k].numpy(), sc[k].numpy()) for k in sa)
+
+
+def test_int8_variant_trains_on_the_int8_taps_and_keeps_the_int8_face_path(
+        tiny_cache: Path, shared: Path, tmp_path: Path) -> None:
+    """--int8: the cache holds the taps the int8 backbone computes, training continues from the
+    shipped plate branch, and the exported model's face outputs are the int8 CenterFace's."""
+    import torch
+
+    from redact.detectors import CENTERFACE_INT8, STREETVEIL_MODEL
+    from redact.nets import streetveil_from_onnx
+
+    face = graph.int8_face_model(CENTERFACE_INT8, graph.centerface_path())
+    dq = {n.output[0] for n in face.graph.node if n.op_type == "DequantizeLinear"}
+    assert set(graph.tap_names(face)) <= dq  # the dequantised activations the face path uses
+    backbone = graph.backbone_model(face).SerializeToString()
+    frames, _ = data.time_split(data.load_dashcam(shared / "plates-dashcam-ro"))
+    with pytest.raises(ValueError, match="go together"):
+        loop.build_cache(tmp_path / "bad", frames[:6], loop.CacheSpec(n=8, seed=5), backbone=backbone)
+    cache = loop.build_cache(tmp_path / "c", frames[:6], loop.CacheSpec(n=8, seed=5, backbone="int8"), batch=4,
+                             backbone=backbone)
+    # Same seed, same crops as tiny_cache; int8 taps follow the fp32 ones but are far from
+    # equal (correlation 0.81 at stride 4 down to 0.66 at stride 32: why the fp32-trained
+    # plate branch loses recall on them).
+    for s in loop.TAP_STRIDE:
+        a, b = (np.load(c / f"tap{s}.npy")[:8].astype(np.float32) for c in (cache, tiny_cache))
+        assert not np.array_equal(a, b) and np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.5, s
+    assert np.array_equal(np.load(cache / "hm.npy"), np.load(tiny_cache / "hm.npy")[:8])
+
+    start = streetveil_from_onnx(STREETVEIL_MODEL).plate.state_dict()
+    net = loop.train(cache, STREETVEIL_MODEL, loop.TrainConfig(epochs=1, batch=4, seed=1, lr=1e-4), finetune=True)
+    moved = [k for k, v in net.plate.state_dict().items() if not torch.equal(v, start[k])]
+    assert moved and all(torch.allclose(v, start[k], atol=0.05) for k, v in net.plate.state_dict().items())
+
+    out = export.export_streetveil(net, tmp_path / "m-int8.onnx", 0.3, "unit test", face=face,
+                                   extra={"streetveil.backbone_sha256": "b"})
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["streetveil.backbone_sha256"] == "b" and meta["streetveil.plate_threshold"] == "0.300"
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 192)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    o = ort.InferenceSession(str(out), so).run(None, {"input": x})
+    ref = ort.InferenceSession(str(CENTERFACE_INT8), so).run(None, {"input.1": x})
+    for got, want in zip(o[:4], ref, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    taps = ort.InferenceSession(backbone, so).run(None, {"input": x})
+    with torch.no_grad():
+        plate = [t.numpy() for t in net.plate(*(torch.from_numpy(t) for t in taps))]
+    for got, want in zip(o[4:], plate, strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)

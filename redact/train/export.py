@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from redact.train import graph
 
@@ -35,10 +36,13 @@ def layer_weights(layers: Any) -> list[tuple[str, list[np.ndarray]]]:
     return out
 
 
-def export_streetveil(net: Any, out: Path, plate_threshold: float, training: str) -> Path:
-    """CenterFace's own graph (fixed for speed, opset 13) plus ``net``'s plate branch, with the
-    streetveil metadata, written atomically to ``out``."""
-    model = graph.append_plate_branch(graph.fixed_centerface(), layer_weights(net.plate.onnx_layers()))
+def export_streetveil(net: Any, out: Path, plate_threshold: float, training: str,
+                      face: onnx.ModelProto | None = None, extra: dict[str, str] | None = None) -> Path:
+    """CenterFace's own graph (fixed for speed, opset 13; or ``face``, e.g. its int8 copy from
+    ``graph.int8_face_model``) plus ``net``'s plate branch, with the streetveil metadata (and
+    ``extra``), written atomically to ``out``."""
+    model = graph.append_plate_branch(face if face is not None else graph.fixed_centerface(),
+                                      layer_weights(net.plate.onnx_layers()))
     model.producer_name = "streetveil"
     graph.set_metadata(model, {
         "streetveil.version": VERSION,
@@ -46,6 +50,7 @@ def export_streetveil(net: Any, out: Path, plate_threshold: float, training: str
         "streetveil.plate_threshold": f"{plate_threshold:.3f}",
         "streetveil.training": training,
         "streetveil.license": "MIT; face path: CenterFace (Star-Clouds, MIT)",
+        **(extra or {}),
     })
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".onnx")

@@ -73,24 +73,58 @@ def fixed_centerface(path: Path | None = None) -> onnx.ModelProto:
 
 def tap_names(model: onnx.ModelProto) -> tuple[str, str, str, str]:
     """Names of the backbone tensors the neck reads: stride 4, 8, 16 taps and the stride-32
-    map, found as the inputs of the neck's 1x1 convs (320->24 first, then the 96/32/24->24
-    side branches that follow it)."""
+    map, found as the inputs of the neck's 1x1 convs: the 320->24 reduce, and the 96/32/24->24
+    side branches that are not part of the backbone (not upstream of the stride-32 map; node
+    order is no guide: a quantiser may reorder the graph)."""
     g = model.graph
     shapes = {i.name: tuple(i.dims) for i in g.initializer}
-    reduce_at = None
+    # In a QDQ (int8) graph a Conv reads its weight through a DequantizeLinear; the tap is then
+    # the dequantised activation, i.e. exactly the values the int8 face path computes with.
+    shapes.update({n.output[0]: shapes[n.input[0]] for n in g.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in shapes})
+    convs = [(n, shapes.get(n.input[1], ())) for n in g.node if n.op_type == "Conv"]
+    reduce = [n for n, w in convs if w == (24, 320, 1, 1)]
+    if len(reduce) != 1:
+        raise ModelError("CenterFace graph: cannot find the neck's input tensors")
+    c32 = reduce[0].input[0]
+    producer = {o: n for n in g.node for o in n.output}
+    backbone: set[str] = set()  # tensors upstream of the stride-32 map
+    todo = [c32]
+    while todo:
+        t = todo.pop()
+        if t not in backbone:
+            backbone.add(t)
+            if t in producer:
+                todo.extend(producer[t].input)
     side: dict[int, str] = {}
-    c32 = ""
-    for k, n in enumerate(g.node):
-        if n.op_type != "Conv":
-            continue
-        w = shapes.get(n.input[1], ())
-        if reduce_at is None and w == (24, 320, 1, 1):
-            reduce_at, c32 = k, n.input[0]
-        elif reduce_at is not None and len(w) == 4 and w[0] == 24 and w[2:] == (1, 1) and w[1] in (96, 32, 24):
+    for n, w in convs:
+        if n.output[0] not in backbone and len(w) == 4 and w[0] == 24 and w[2:] == (1, 1) and w[1] in (96, 32, 24):
             side.setdefault(int(w[1]), n.input[0])
-    if reduce_at is None or len(side) != 3:
+    if len(side) != 3:
         raise ModelError("CenterFace graph: cannot find the neck's input tensors")
     return side[24], side[32], side[96], c32
+
+
+def int8_face_model(path: Path, source: Path) -> onnx.ModelProto:
+    """The shipped int8 (QDQ) CenterFace copy, checked against its fp32 ``source``, with the
+    input and outputs named as the streetveil contract (``fixed_centerface``'s names)."""
+    from redact.detectors import int8_model
+
+    model = onnx.load_from_string(int8_model(path, source))
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    real = [i.name for i in g.input if i.name not in inits]
+    if len(real) != 1 or len(g.output) != 4:
+        raise ModelError(f"{path}: not a CenterFace graph (inputs {len(real)}, outputs {len(g.output)})")
+    rename = {real[0]: INPUT, **dict(zip((o.name for o in g.output), FACE_OUTPUTS, strict=True))}
+    for n in g.node:
+        n.input[:] = [rename.get(x, x) for x in n.input]
+        n.output[:] = [rename.get(x, x) for x in n.output]
+    for v in (*g.input, *g.output):
+        v.name = rename.get(v.name, v.name)
+    del g.value_info[:]
+    del model.metadata_props[:]
+    return model
 
 
 def backbone_model(face: onnx.ModelProto) -> onnx.ModelProto:

@@ -33,6 +33,9 @@ class CacheSpec:
     n: int
     seed: int
     version: int = 4  # bump when the generator changes
+    # Which backbone computed the taps: None = fp32 CenterFace, else the int8 file's sha256
+    # (features differ, so caches must not mix).
+    backbone: str | None = None
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -49,13 +52,17 @@ def _ort_session(model_bytes: bytes, threads: int) -> Any:
 
 
 def build_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads: int = 1,
-                batch: int = 8, workers: int = 1) -> Path:
+                batch: int = 8, workers: int = 1, backbone: bytes | None = None) -> Path:
     """Render ``spec.n`` training crops from ``frames`` and store backbone taps + targets under
     ``cache``; an existing complete cache with the same spec is reused. ``workers`` processes
-    fill disjoint sample indices (the result does not depend on their number)."""
+    fill disjoint sample indices (the result does not depend on their number). ``backbone``:
+    the tap model (``graph.backbone_model``) when not fp32 CenterFace's; ``spec.backbone``
+    must name it."""
+    if (backbone is None) != (spec.backbone is None):
+        raise ValueError("cache spec: backbone model and spec.backbone go together")
     cache.mkdir(parents=True, exist_ok=True)
     meta = cache / "spec.json"
-    want = {**asdict(spec), "frames": [f.key for f in frames]}
+    want = {**{k: v for k, v in asdict(spec).items() if v is not None}, "frames": [f.key for f in frames]}
     if meta.is_file() and {k: v for k, v in json.loads(meta.read_text()).items() if k in want} == want:
         log.info("reusing feature cache %s", cache)
         return cache
@@ -70,7 +77,7 @@ def build_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
                               ("scale", np.float32, (n, k, 2)), ("offset", np.float32, (n, k, 2))):
         open_mm(cache / f"{key}.npy", "w+", dtype, shape).flush()
     t0 = time.time()
-    jobs = [(cache, frames, spec, threads, batch, w, workers) for w in range(workers)]
+    jobs = [(cache, frames, spec, threads, batch, w, workers, backbone) for w in range(workers)]
     if workers == 1:
         n_plates = _fill_cache(*jobs[0])
     else:
@@ -83,12 +90,14 @@ def build_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
 
 
 def _fill_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads: int, batch: int,
-                worker: int, workers: int) -> int:
+                worker: int, workers: int, backbone: bytes | None) -> int:
     """Fill samples ``worker, worker + workers, ...`` of an allocated cache; returns the number
     of plates drawn."""
     from redact.train import graph
 
-    sess = _ort_session(graph.backbone_model(graph.fixed_centerface()).SerializeToString(), threads)
+    if backbone is None:
+        backbone = graph.backbone_model(graph.fixed_centerface()).SerializeToString()
+    sess = _ort_session(backbone, threads)
     images = [data.read_rgb(f.path) for f in frames]
     H, W = data.CROP_H, data.CROP_W
     taps = [np.load(cache / f"tap{s}.npy", mmap_mode="r+") for s in TAP_STRIDE]
@@ -154,23 +163,26 @@ def _gather(maps: Any, index: Any) -> Any:
     return flat.gather(1, index.long().unsqueeze(-1).expand(-1, -1, c))
 
 
-def train(cache: Path, init_onnx: Path, cfg: TrainConfig, log_every: int = 50) -> Any:
-    """Train the plate branch on a feature cache; returns the trained ``StreetveilNet``."""
+def train(cache: Path, init_onnx: Path, cfg: TrainConfig, log_every: int = 50, finetune: bool = False) -> Any:
+    """Train the plate branch on a feature cache; returns the trained ``StreetveilNet``.
+    ``init_onnx``: CenterFace (a new branch, its neck a copy of the face neck) or, with
+    ``finetune``, a combined streetveil model whose plate branch training continues from."""
     import torch
 
-    from redact.nets import StreetveilNet
+    from redact.nets import StreetveilNet, streetveil_from_onnx
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     dev = torch.device(cfg.device)
-    net = StreetveilNet.from_centerface(init_onnx)
+    net = streetveil_from_onnx(init_onnx) if finetune else StreetveilNet.from_centerface(init_onnx)
     branch = net.plate.to(dev)
-    # Bias the heatmap towards "no plate" (prior 0.01) as CenterNet does, for a stable start.
     assert branch.heatmap.bias is not None and branch.scale.bias is not None
-    with torch.no_grad():
-        branch.heatmap.bias.fill_(-4.6)
-        # Start the size head at a typical plate (24 x 80 px) rather than at 4 x 4 px.
-        branch.scale.bias.copy_(torch.tensor([math.log(24 / 4), math.log(80 / 4)]))
+    if not finetune:
+        with torch.no_grad():
+            # Bias the heatmap towards "no plate" (prior 0.01) as CenterNet does, for a stable start.
+            branch.heatmap.bias.fill_(-4.6)
+            # Start the size head at a typical plate (24 x 80 px) rather than at 4 x 4 px.
+            branch.scale.bias.copy_(torch.tensor([math.log(24 / 4), math.log(80 / 4)]))
     branch.eval()  # BN layers of the neck copy act as fixed affine maps (stats from CenterFace)
     params = [p for p in branch.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -37,6 +37,12 @@ class RunConfig:
     workers: int = 1
     eval_threads: int = 2
     report: Path | None = None
+    # int8: the plate branch for the int8 model (redact/models/streetveil-fp-v1-int8.onnx):
+    # the shipped int8 CenterFace copy as backbone, the branch fine-tuned from ``init``'s on the
+    # taps that backbone computes (its plate recall, trained on fp32 taps, does not survive
+    # quantisation: docs/redaction.md).
+    int8: bool = False
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         if not (self.shared / "plates-dashcam-ro" / "labels.json").is_file():
@@ -59,9 +65,20 @@ def calibration_scenes(frames: list[data.Frame], seed: int, per_cell: int = 4) -
     return scenes
 
 
-def calibrate(runner: evaluate.PlateRunner, scenes: list[data.Scene]) -> tuple[float, dict[str, Any]]:
+def matched_threshold(table: dict[str, Any], target: float) -> float:
+    """The highest grid threshold whose calibration recall >= 16 px reaches ``target``."""
+    ok = [float(t) for t, row in table.items() if (row["recall_ge16"] or 0.0) >= target]
+    return max(ok) if ok else THRESHOLD_GRID[0]
+
+
+def calibrate(runner: evaluate.PlateRunner, scenes: list[data.Scene],
+              match: tuple[evaluate.PlateRunner, float] | None = None) -> tuple[float, dict[str, Any]]:
+    """The threshold maximising F2 on ``scenes`` and the table behind it. With ``match``
+    (the model this one stands in for, at its own threshold): instead the highest threshold
+    whose recall >= 16 px reaches that model's on the same scenes: a faster variant (int8)
+    must not give up recall, whatever it costs in false boxes."""
     rows = evaluate.scene_scores(runner, scenes)
-    table = {}
+    table: dict[str, Any] = {}
     best, best_f = THRESHOLD_GRID[0], -1.0
     b2 = CALIB_BETA ** 2
     for t in THRESHOLD_GRID:
@@ -73,6 +90,13 @@ def calibrate(runner: evaluate.PlateRunner, scenes: list[data.Scene]) -> tuple[f
                              "false_per_image": d["false_per_image"], "signs_detected": tally.signs_hit}
         if f > best_f:
             best, best_f = t, f
+    if match is not None:
+        ref_runner, ref_t = match
+        ref = evaluate.tally_at(evaluate.scene_scores(ref_runner, scenes), ref_t).as_dict()
+        target = ref["recall_ge16"] or 0.0
+        best = matched_threshold(table, target)
+        table["matched"] = {"reference_threshold": ref_t, "reference_recall_ge16": target,
+                            "reference_false_per_image": ref["false_per_image"]}
     return best, table
 
 
@@ -138,22 +162,46 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     frames = data.load_dashcam(cfg.shared / "plates-dashcam-ro")
     train_f, val_f = data.time_split(frames)
     log.info("dashcam: %d train frames, %d validation frames (held out)", len(train_f), len(val_f))
-    cache = loop.build_cache(cfg.cache_dir, train_f, loop.CacheSpec(cfg.cache_size, cfg.seed),
-                             workers=cfg.workers)
-    t_cache = time.time() - t_start
-    net = loop.train(cache, graph.centerface_path(), cfg.train)
-    t_train = time.time() - t_start - t_cache
+    face, backbone, extra = None, None, {}
+    spec = loop.CacheSpec(cfg.cache_size, cfg.seed)
+    init, finetune = graph.centerface_path(), False
     training = (f"plate branch trained by scripts/train_plates.py (seed {cfg.seed}): {cfg.cache_size} synthetic "
                 f"crops from {len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
+    if cfg.int8:
+        from redact.centernet import sha256_file
+        from redact.detectors import CENTERFACE_INT8, STREETVEIL_MODEL
+
+        init, finetune = cfg.init or STREETVEIL_MODEL, True
+        face = graph.int8_face_model(CENTERFACE_INT8, graph.centerface_path())
+        backbone = graph.backbone_model(face).SerializeToString()
+        spec = loop.CacheSpec(cfg.cache_size, cfg.seed, backbone=sha256_file(CENTERFACE_INT8))
+        # source_sha256 is what the engine checks (int8_model): this file belongs to that fp32 model.
+        extra = {"streetveil.quantized": f"backbone and face path: {CENTERFACE_INT8.name}; plate branch fp32",
+                 "streetveil.source_sha256": sha256_file(init),
+                 "streetveil.backbone_sha256": spec.backbone or ""}
+        training = (f"int8 variant by scripts/train_plates.py --int8 (seed {cfg.seed}): plate branch of {init.name} "
+                    f"fine-tuned on the taps of {CENTERFACE_INT8.name}, {cfg.cache_size} synthetic crops from "
+                    f"{len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
+    cache = loop.build_cache(cfg.cache_dir, train_f, spec, workers=cfg.workers, backbone=backbone)
+    t_cache = time.time() - t_start
+    net = loop.train(cache, init, cfg.train, finetune=finetune)
+    t_train = time.time() - t_start - t_cache
     tmp = cfg.out.with_suffix(".uncalibrated.onnx")
-    export.export_streetveil(net, tmp, 0.5, training)
-    threshold, calib = calibrate(evaluate.PlateRunner(tmp, cfg.eval_threads), calibration_scenes(train_f, cfg.seed))
+    export.export_streetveil(net, tmp, 0.5, training, face=face, extra=extra)
+    match = None
+    if cfg.int8:
+        from redact.detectors import streetveil_plate_threshold
+
+        match = (evaluate.PlateRunner(init, cfg.eval_threads), streetveil_plate_threshold(init))
+    threshold, calib = calibrate(evaluate.PlateRunner(tmp, cfg.eval_threads), calibration_scenes(train_f, cfg.seed),
+                                 match)
     tmp.unlink()
     for t, row in calib.items():
         log.info("calibration (training frames) t=%s %s", t, row)
-    export.export_streetveil(net, cfg.out, threshold, training)
+    export.export_streetveil(net, cfg.out, threshold, training, face=face, extra=extra)
     record: dict[str, Any] = {
-        "config": {**asdict(cfg.train), "cache_size": cfg.cache_size, "seed": cfg.seed, "workers": cfg.workers},
+        "config": {**asdict(cfg.train), "cache_size": cfg.cache_size, "seed": cfg.seed, "workers": cfg.workers,
+                   "int8": cfg.int8, "init": str(init)},
         "cache_seconds": round(t_cache), "train_seconds": round(t_train),
         "train_frames": len(train_f), "val_frames": len(val_f),
         "cache": json.loads((cache / "spec.json").read_text()).get("plates"),
