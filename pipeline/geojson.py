@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from capture.geodesy import path_length_m
 from capture.types import Fix, FrameRecord, format_time
@@ -61,6 +61,22 @@ def feature_collection(features: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": feats}
 
 
+P = TypeVar("P")
+
+
+def split_at(points: Iterable[P], drop: Callable[[P], bool]) -> list[list[P]]:
+    """The runs of consecutive points between dropped ones (exclusion zones), keeping runs of
+    two points or more: a line needs two. Pure."""
+    runs: list[list[P]] = [[]]
+    for p in points:
+        if drop(p):
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append(p)
+    return [r for r in runs if len(r) >= 2]
+
+
 def track_feature(
     fixes: Sequence[Fix],
     *,
@@ -78,15 +94,9 @@ def track_feature(
     pts: list[tuple[float, float, str]] = [(f.lat, f.lon, format_time(f.time)) for f in fixes]
     if not pts:
         pts = [(r.lat, r.lon, format_time(r.time)) for r in frames if r.lat is not None and r.lon is not None]
-    parts: list[list[tuple[float, float, str]]] = [[]]
-    for p in pts:
-        if exclude is not None and exclude(p[0], p[1]):
-            if parts[-1]:
-                parts.append([])
-            continue
-        parts[-1].append(p)
-    kept = [p for part in parts if len(part) >= 2 for p in part]
-    lines = [line for part in parts if len(part) >= 2 for line in split_antimeridian(part)]
+    runs = split_at(pts, lambda p: exclude is not None and exclude(p[0], p[1]))
+    kept = [p for run in runs for p in run]
+    lines = [line for run in runs for line in split_antimeridian(run)]
     geometry: dict[str, Any] | None
     if not lines:
         geometry = None

@@ -44,7 +44,7 @@ from typing import Any, Literal
 from capture.fsutil import atomic_write_bytes
 from pipeline import audit, qadata
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.geojson import dumps
+from pipeline.geojson import dumps, split_at
 from pipeline.manifest import MANIFEST
 from pipeline.publish import (
     TRACK_GEOJSON,
@@ -331,16 +331,7 @@ def cut_track(fc: Mapping[str, Any], inside: Callable[[float, float], bool]) -> 
             continue
         lines = [g["coordinates"]] if g["type"] == "LineString" else list(g["coordinates"])
         first, last = lines[0][0], lines[-1][-1]
-        parts: list[list[list[float]]] = []
-        for line in lines:
-            parts.append([])
-            for p in line:
-                if inside(p[1], p[0]):
-                    if parts[-1]:
-                        parts.append([])
-                    continue
-                parts[-1].append(p)
-        kept = [p for p in parts if len(p) >= 2]
+        kept = [run for line in lines for run in split_at(line, lambda p: inside(p[1], p[0]))]
         if not kept:
             feat["geometry"] = None
         elif len(kept) == 1:
