@@ -449,3 +449,27 @@ def test_streetveil_model_gives_the_same_faces_and_plates_on_torch_and_onnxrunti
         if len(ca):
             j = iou_matrix(ca.xyxy, cb.xyxy).argmax(axis=1)
             assert np.abs(ca.xyxy - cb.xyxy[j]).max() <= 0.5
+
+
+def test_gpu_check_compare_catches_moved_and_missing_boxes() -> None:
+    """scripts/check_gpu.py's verdict (run where a GPU is lent) rests on this comparison."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "check_gpu", Path(__file__).resolve().parents[1] / "scripts" / "check_gpu.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from redact.types import Detections
+
+    def dets(rows: list[tuple[float, float, str]]) -> Detections:
+        return Detections.concat([Detections.of_class(np.array([[x, 10, x + 20, 30]], np.float32),
+                                                      np.array([s], np.float32), c) for x, s, c in rows])
+
+    thr = {"face": 0.3, "plate": 0.2}
+    ref = dets([(0, 0.9, "face"), (100, 0.6, "plate"), (200, 0.32, "face")])  # the last is near the threshold
+    assert mod.compare(ref, ref, thr) == (2, 0.0, 0.0, 0)
+    n, dbox, dscore, missing = mod.compare(ref, dets([(0.7, 0.9, "face"), (100, 0.6, "plate")]), thr)
+    assert (n, missing) == (2, 0) and dbox == pytest.approx(0.7, abs=1e-4) and dscore == 0.0
+    assert mod.compare(ref, dets([(0, 0.9, "face")]), thr)[3] == 1  # a confident plate gone
+    assert mod.compare(dets([(0, 0.9, "face")]), ref, thr)[3] == 1  # ... or appeared
