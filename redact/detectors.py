@@ -238,7 +238,8 @@ def int8_path(source: Path) -> Path:
     return source.with_name(source.stem + "-int8.onnx")
 
 
-def _quantize_command(path: Path, source: Path) -> str:
+def rebuild_command(path: Path, source: Path) -> str:
+    """The command that (re)builds the int8 file ``path`` from ``source``."""
     if path == CENTERFACE_INT8:
         return "python scripts/quantize_model.py centerface"
     if path == int8_path(STREETVEIL_MODEL) and source == STREETVEIL_MODEL:
@@ -251,7 +252,7 @@ def int8_model(path: Path, source: Path) -> bytes:
     """The bytes of a quantised model made from ``source``, checked by the source's sha256
     recorded in its metadata: a stale int8 copy (the fp32 weights changed since it was made)
     is refused, loudly, and never used."""
-    fix = f"rebuild it with: {_quantize_command(path, source)} (or set precision = \"fp32\")"
+    fix = f"rebuild it with: {rebuild_command(path, source)} (or set precision = \"fp32\")"
     if not path.is_file():
         raise ModelError(f"int8 model not found: {path}; {fix}")
     import onnx

@@ -54,6 +54,7 @@ from redact.detectors import (  # noqa: E402
     centerface_weights,
     int8_model,
     int8_path,
+    rebuild_command,
 )
 from redact.errors import ModelError  # noqa: E402
 from redact.tiling import PlanParams, plan  # noqa: E402
@@ -129,7 +130,7 @@ def check() -> int:
                 meta = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
                 if meta.get("streetveil.backbone_sha256") != sha256_file(CENTERFACE_INT8):
                     raise ModelError(f"{out}: its plate branch was trained on another {CENTERFACE_INT8.name}; "
-                                     "rebuild it with: python scripts/train_plates.py --int8")
+                                     f"rebuild it with: {rebuild_command(out, src)}")
         except ModelError as e:
             print(f"{name}: {e}", file=sys.stderr)
             stale += 1
@@ -162,11 +163,10 @@ def main() -> int:
             ap.error(f"{args.target}: the engine reads its int8 copy from {out}; leave out --out")
     else:
         src, out = args.model, args.out or int8_path(args.model)
-        for name, (t_src, t_out) in targets.items():
+        for t_src, t_out in targets.values():
             if out.resolve() == t_out.resolve() and src.resolve() != t_src.resolve():
                 ap.error(f"{out} is the shipped int8 copy of {t_src}; it must be made from that file "
-                         f"({'python scripts/train_plates.py --int8' if name in TRAINED else 'python scripts/quantize_model.py ' + name}), "
-                         f"not from {src}")
+                         f"({rebuild_command(t_out, t_src)}), not from {src}")
     if not src.is_file():
         ap.error(f"{src}: no such model file")
     fp32_branch = args.fp32_branch

@@ -38,29 +38,36 @@ def centerface_path() -> Path:
     return p
 
 
+def _contract_names(model: onnx.ModelProto, path: Path | None) -> None:
+    """Rename a CenterFace graph's one real input to ``input`` and its four outputs to
+    ``FACE_OUTPUTS`` (nodes, inputs, outputs; value_info dropped), in place."""
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    real = [i.name for i in g.input if i.name not in inits]
+    if len(real) != 1 or len(g.output) != 4:
+        raise ModelError(f"{path}: not a CenterFace graph (inputs {len(real)}, outputs {len(g.output)})")
+    rename = {real[0]: INPUT, **dict(zip((o.name for o in g.output), FACE_OUTPUTS, strict=True))}
+    for n in g.node:
+        n.input[:] = [rename.get(x, x) for x in n.input]
+        n.output[:] = [rename.get(x, x) for x in n.output]
+    for v in (*g.input, *g.output):
+        v.name = rename.get(v.name, v.name)
+    del g.value_info[:]
+
+
 def fixed_centerface(path: Path | None = None) -> onnx.ModelProto:
     """CenterFace as onnxruntime runs it fast: initializers removed from the graph inputs,
     input named ``input`` with dynamic N, H, W, outputs named as the streetveil contract,
     opset 13. Weights and nodes are unchanged."""
     model = onnx.load(str(path or centerface_path()))
+    _contract_names(model, path)
     g = model.graph
-    inits = {i.name for i in g.initializer}
-    real = [i for i in g.input if i.name not in inits]
-    if len(real) != 1 or len(g.output) != 4:
-        raise ModelError(f"{path}: not a CenterFace graph (inputs {len(real)}, outputs {len(g.output)})")
-    old_in = real[0].name
     del g.input[:]
     g.input.append(helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", 3, "H", "W"]))
-    old_out = [o.name for o in g.output]
-    rename = {old_in: INPUT, **dict(zip(old_out, FACE_OUTPUTS, strict=True))}
-    for n in g.node:
-        n.input[:] = [rename.get(x, x) for x in n.input]
-        n.output[:] = [rename.get(x, x) for x in n.output]
     chans = (1, 2, 2, 10)
     del g.output[:]
     g.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", c, "h4", "w4"])
                     for name, c in zip(FACE_OUTPUTS, chans, strict=True))
-    del g.value_info[:]
     # Unused initializers (num_batches_tracked of folded BNs) only produce runtime warnings.
     used = {x for n in g.node for x in n.input}
     keep = [i for i in g.initializer if i.name in used]
@@ -111,18 +118,7 @@ def int8_face_model(path: Path, source: Path) -> onnx.ModelProto:
     from redact.detectors import int8_model
 
     model = onnx.load_from_string(int8_model(path, source))
-    g = model.graph
-    inits = {i.name for i in g.initializer}
-    real = [i.name for i in g.input if i.name not in inits]
-    if len(real) != 1 or len(g.output) != 4:
-        raise ModelError(f"{path}: not a CenterFace graph (inputs {len(real)}, outputs {len(g.output)})")
-    rename = {real[0]: INPUT, **dict(zip((o.name for o in g.output), FACE_OUTPUTS, strict=True))}
-    for n in g.node:
-        n.input[:] = [rename.get(x, x) for x in n.input]
-        n.output[:] = [rename.get(x, x) for x in n.output]
-    for v in (*g.input, *g.output):
-        v.name = rename.get(v.name, v.name)
-    del g.value_info[:]
+    _contract_names(model, path)
     del model.metadata_props[:]
     return model
 

@@ -62,6 +62,7 @@ def build_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
         raise ValueError("cache spec: backbone model and spec.backbone go together")
     cache.mkdir(parents=True, exist_ok=True)
     meta = cache / "spec.json"
+    # Unset fields are left out, so an fp32 cache written before ``backbone`` existed still matches.
     want = {**{k: v for k, v in asdict(spec).items() if v is not None}, "frames": [f.key for f in frames]}
     if meta.is_file() and {k: v for k, v in json.loads(meta.read_text()).items() if k in want} == want:
         log.info("reusing feature cache %s", cache)
