@@ -139,7 +139,10 @@ def publish_lock(publish_dir: Path, name: str) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing the only descriptor releases the lock
+        # Unlock explicitly: a copy of the descriptor in a process forked meanwhile would
+        # otherwise keep the lock held after our close.
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 class PublishTxn:
