@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Maps = tuple[np.ndarray, np.ndarray, np.ndarray]
 NetFn = Callable[[np.ndarray], Mapping[str, Maps]]
+# (rgb, boxes [N, 4]) -> [N] probability that each box is an object of the class.
+VerifyFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 NMS_IOU = 0.3
 # Boxes this close to a tile's inner edge (network px) may be cut objects: the neighbouring
@@ -111,6 +113,9 @@ class ClassHead:
     threshold: float
     # Second look (see ``Refine``) for candidates scoring in [refine.low, refine.high).
     refine: Refine | None = None
+    # Verification (redact/verify.py): a candidate at or above ``threshold`` is kept only when
+    # the detector's verifier scores its close-up at ``verify`` or more.
+    verify: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,7 @@ class CenterNetDetector:
         version: str,
         weights_sha256: str,
         refine_net: NetFn | None = None,
+        verifier: VerifyFn | None = None,
     ) -> None:
         self.net = net
         # The close-ups may run on a more exact net (fp32 beside an int8 whole-frame pass):
@@ -159,6 +165,9 @@ class CenterNetDetector:
         self.name = name
         self.version = version
         self.weights_sha256 = weights_sha256
+        self.verifier = verifier
+        if verifier is None and any(h.verify is not None for h in heads):
+            raise ValueError("a head with a verify threshold needs a verifier")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -174,7 +183,7 @@ class CenterNetDetector:
 
         return CenterNetDetector(self.net, self.heads, replace(self.params, wrap=True), name=self.name,
                                  version=self.version, weights_sha256=self.weights_sha256,
-                                 refine_net=self.refine_net)
+                                 refine_net=self.refine_net, verifier=self.verifier)
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         h, w = rgb.shape[:2]
@@ -229,6 +238,10 @@ class CenterNetDetector:
                 keep = nms(xyxy, score, NMS_IOU)
                 xyxy, score = xyxy[keep], score[keep]
             final = score >= hd.threshold
+            if hd.verify is not None and final.any():
+                assert self.verifier is not None
+                idx = np.flatnonzero(final)
+                final[idx[self.verifier(rgb, xyxy[idx]) < hd.verify]] = False
             out.append(Detections.of_class(xyxy[final], score[final], hd.name))
         return Detections.concat(out)
 

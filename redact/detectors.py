@@ -24,7 +24,7 @@ import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from redact.config import FALLBACK_PLATE_THRESHOLD, DetectorSection
 from redact.errors import ModelError
 from redact.tiling import PlanParams
 from redact.types import Detections
+
+if TYPE_CHECKING:
+    from redact.verify import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,10 @@ def describe(det: Detector) -> dict[str, Any]:
         "weights_sha256": det.weights_sha256,
         "classes": list(det.classes),
         "thresholds": {c: float(det.thresholds[c]) for c in det.classes},
+        # Second-look thresholds (a verified class keeps a candidate at or above its threshold
+        # only when its close-up scores this much).
+        **({"verify": v} if (v := {h.name: h.verify for h in getattr(det, "heads", ()) if h.verify is not None})
+           else {}),
     }
 
 
@@ -150,12 +157,38 @@ def streetveil_plate_threshold(path: Path) -> float:
     return value
 
 
+def plate_verification(cfg: DetectorSection) -> Calibration | None:
+    """The plate verifier's thresholds for ``cfg`` (redact/verify.py), None when plates are
+    not verified: off in the config, another plate backend, or a streetveil model file the
+    verifier was not calibrated with (unless plate_verify_threshold is set)."""
+    if cfg.plate_verify == "off" or cfg.backend != "streetveil" or cfg.resolved_plate_backend() != "same":
+        return None
+    from redact.verify import META_PREFIX, VERIFIER_MODEL, Calibration
+
+    path = streetveil_path(cfg)
+    run_file = int8_path(path) if cfg.resolved_precision() == "int8" else path
+    raw = model_metadata(_require_file(VERIFIER_MODEL, "plate verifier")).get(META_PREFIX + sha256_file(run_file))
+    if raw is None and cfg.plate_verify_threshold is None:
+        return None
+    try:
+        own = Calibration.decode(raw) if raw is not None else None
+    except ValueError:
+        raise ModelError(f"{VERIFIER_MODEL}: calibration for {run_file.name} is {raw!r}, not two thresholds") from None
+    proposal = cfg.plate_threshold or (own.proposal if own else streetveil_plate_threshold(run_file))
+    verify = cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify  # type: ignore[union-attr]
+    return Calibration(proposal, verify)
+
+
 def plate_threshold(cfg: DetectorSection) -> float:
     """The plate threshold in effect: the config's, else the plate model's own default
-    (streetveil: its calibrated metadata value; models that state none: the fallback)."""
+    (streetveil: the verifier's calibrated proposal threshold, or the model's calibrated
+    metadata value without a verifier; models that state none: the fallback)."""
     if cfg.plate_threshold is not None:
         return cfg.plate_threshold
     if cfg.backend == "streetveil" and cfg.resolved_plate_backend() == "same":
+        verification = plate_verification(cfg)
+        if verification is not None:
+            return verification.proposal
         path = streetveil_path(cfg)
         # An int8 variant states its own threshold (its plate branch may be trained anew).
         return streetveil_plate_threshold(int8_path(path) if cfg.resolved_precision() == "int8" else path)
@@ -337,7 +370,18 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         version += suffix
     else:
         net = _ort_netfn(prepare_onnx(path), threads, {c: STREETVEIL_OUTPUTS[c] for c in classes})
-    heads = tuple(face_head(cfg) if c == "face" else ClassHead("plate", plate_threshold(cfg)) for c in classes)
+    verification = plate_verification(cfg) if "plate" in classes else None
+    verifier = None
+    if verification is not None:
+        from redact.verify import PlateVerifier
+
+        # A few crops per frame: one thread, whatever the detector's runtime and device.
+        verifier = PlateVerifier(threads=1)
+        version += f"+verify-{verifier.sha256[:12]}"
+    heads = tuple(face_head(cfg) if c == "face" else
+                  ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
+                            verify=verification.verify if verification else None)
+                  for c in classes)
     return CenterNetDetector(
         net,
         heads,
@@ -346,6 +390,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         version=version,
         weights_sha256=weights_sha,
         refine_net=refine_net,
+        verifier=verifier.scores if verifier is not None else None,
     )
 
 

@@ -36,7 +36,8 @@ _ROW_FIELDS = ("set", "split", "regime", "threshold", "images", "labels_ge16", "
 def detection_key(info: Mapping[str, Any], cls: str) -> str:
     """sha256 of what decides the detections of ``cls`` (from ``Redactor.info``): the detectors
     that report it (name, version, weights hash, classes), its threshold, the multi-scale
-    plan, for faces the second look, and the runtime when it is not onnxruntime."""
+    plan, for faces the second look, the runtime when it is not onnxruntime and the verifier
+    threshold when the class is verified."""
     blob = {
         "class": cls,
         "detectors": [[d["name"], d["version"], d["weights_sha256"], d["classes"]]
@@ -49,6 +50,10 @@ def detection_key(info: Mapping[str, Any], cls: str) -> str:
     # (all onnxruntime) still match.
     if info.get("runtime", "onnxruntime") != "onnxruntime":
         blob["runtime"] = info["runtime"]
+    # Likewise only when the class is verified (redact/verify.py): the verifier's threshold.
+    verify = [d["verify"][cls] for d in info["detectors"] if cls in (d.get("verify") or {})]
+    if verify:
+        blob["verify"] = verify
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

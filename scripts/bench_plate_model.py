@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """CPU cost of the combined face+plate model against CenterFace alone.
 
-onnxruntime, fixed 1280x736 input, ``--threads`` intra-op threads (default 2), the two
-sessions run alternately so machine load hits both alike. CenterFace runs as the engine runs
-it: dynamic input shape, initializers removed from the graph inputs (DETECTORS.md).
+onnxruntime, fixed 1280x736 input (a held-out dashcam frame, padded), ``--threads``
+intra-op threads (default 2), the sessions run alternately so machine load hits them alike.
+CenterFace runs as the engine runs it: dynamic input shape, initializers removed from the
+graph inputs (DETECTORS.md). When the plate verifier (redact/verify.py) is calibrated for
+``--model``, a third line adds its cost: the model's proposals on that frame at the
+calibrated proposal threshold, cut out and scored (one thread, as the engine runs it).
 
     python scripts/bench_plate_model.py [--model redact/models/streetveil-fp-v1.onnx] [--runs 30]
 """
@@ -26,10 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=ROOT / "redact" / "models" / "streetveil-fp-v1.onnx")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     a = p.parse_args(argv)
     import onnxruntime as ort
 
+    from redact.boxes import decode_centernet, nms
+    from redact.centernet import sha256_file
+    from redact.train import data
     from redact.train.graph import fixed_centerface
+    from redact.verify import VERIFIER_MODEL, PlateVerifier
 
     def session(src: bytes | str) -> ort.InferenceSession:
         so = ort.SessionOptions()
@@ -38,21 +46,41 @@ def main(argv: list[str] | None = None) -> int:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
     sessions = {"centerface": session(fixed_centerface().SerializeToString()), "streetveil": session(str(a.model))}
-    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 736, 1280)).astype(np.float32)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
+    _, val = data.time_split(data.load_dashcam(a.shared / "plates-dashcam-ro"))
+    rgb = data.read_rgb(val[0].path)[:736, :1280]
+    x = np.zeros((1, 3, 736, 1280), np.float32)
+    x[0, :, : rgb.shape[0], : rgb.shape[1]] = rgb.transpose(2, 0, 1)
+    verifier = PlateVerifier(VERIFIER_MODEL) if VERIFIER_MODEL.is_file() else None
+    cal = verifier.calibration(sha256_file(a.model)) if verifier else None
+    names = [o.name for o in sessions["streetveil"].get_outputs()]
+    times: dict[str, list[float]] = {k: [] for k in [*sessions, *(["+verifier"] if cal else [])]}
     for s in sessions.values():
         s.run(None, {"input": x})
+    n_boxes = 0
     for _ in range(a.runs):
         for k, s in sessions.items():
             t0 = time.perf_counter()
-            s.run(None, {"input": x})
+            out = s.run(None, {"input": x})
             times[k].append(time.perf_counter() - t0)
+            if k == "streetveil" and verifier is not None and cal is not None:
+                o = dict(zip(names, out, strict=True))
+                t1 = time.perf_counter()
+                b, sc = decode_centernet(o["plate_heatmap"][0, 0], o["plate_scale"][0], o["plate_offset"][0],
+                                         cal.proposal)
+                b = b[nms(b, sc, 0.3)]
+                verifier.scores(rgb, b)
+                times["+verifier"].append(times[k][-1] + time.perf_counter() - t1)
+                n_boxes = len(b)
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     low = {k: min(v) * 1000 for k, v in times.items()}
-    for k in sessions:
+    for k in times:
         print(f"{k:11s} median {med[k]:6.1f} ms  min {low[k]:6.1f} ms  ({1000 / med[k]:.1f} frames/s)")
     print(f"extra cost of the plate branch: median {100 * (med['streetveil'] / med['centerface'] - 1):+.1f} %, "
           f"min {100 * (low['streetveil'] / low['centerface'] - 1):+.1f} %")
+    if cal is not None:
+        print(f"with the verifier ({n_boxes} proposals at {cal.proposal:g}): median "
+              f"{100 * (med['+verifier'] / med['centerface'] - 1):+.1f} %, "
+              f"min {100 * (low['+verifier'] / low['centerface'] - 1):+.1f} %")
     return 0
 
 

@@ -11,6 +11,10 @@ Needs the ``train`` extra (pip install -e '.[train]') and the Debian fonts
 ``--int8`` builds ``streetveil-fp-v1-int8.onnx`` instead: the shipped int8 CenterFace copy as
 backbone and face path, and the fp32 model's plate branch fine-tuned on the taps that int8
 backbone computes (defaults then: --epochs 3 --lr 1e-3, cache .cache/plates-int8).
+
+``--verifier`` builds ``streetveil-plate-verify-v1.onnx``, the second look at plate
+candidates (redact/verify.py), from the packaged detector files (defaults then: --epochs 6
+--lr 2e-3 --batch 128, harvest cache .cache/verify; about 40 min).
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--int8", action="store_true", help="build the int8 variant (see above)")
+    p.add_argument("--verifier", action="store_true", help="build the plate verifier (see above)")
+    p.add_argument("--scenes", type=int, default=3000, help="--verifier: training scenes to harvest")
     p.add_argument("--out", type=Path, default=None, help="default: redact/models/streetveil-fp-v1[-int8].onnx")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: .cache/plates[-int8]")
     p.add_argument("--cache-size", type=int, default=14_000)
     p.add_argument("--epochs", type=int, default=None, help="default 4 (--int8: 3)")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=None, help="default 16 (--verifier: 128)")
     p.add_argument("--lr", type=float, default=None, help="default 2e-3 (--int8: 1e-3)")
     p.add_argument("--seed", type=int, default=20261126)
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (1 = reproducible here)")
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--report", type=Path, default=None, help="also run the validation and write JSON here")
     a = p.parse_args(argv)
+    if a.verifier and a.int8:
+        p.error("--verifier and --int8 build different files: run them one after the other")
     suffix = "-int8" if a.int8 else ""
     out = a.out or ROOT / "redact" / "models" / f"streetveil-fp-v1{suffix}.onnx"
     cache_dir = a.cache_dir or ROOT / ".cache" / f"plates{suffix}"
@@ -54,9 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     from redact.train.loop import TrainConfig
     from redact.train.pipeline import RunConfig, run
 
+    if a.verifier:
+        from redact.train.pipeline import VerifierRunConfig, run_verifier
+        from redact.train.verify import TrainConfig as VerifierTrain
+
+        try:
+            run_verifier(VerifierRunConfig(
+                shared=a.shared, out=a.out or ROOT / "redact" / "models" / "streetveil-plate-verify-v1.onnx",
+                cache_dir=a.cache_dir or ROOT / ".cache" / "verify", scenes=a.scenes, seed=a.seed,
+                train=VerifierTrain(epochs=a.epochs or 6, batch=a.batch or 128, lr=a.lr or 2e-3, seed=a.seed,
+                                    threads=a.threads),
+                workers=a.workers, report=a.report))
+        except (RedactError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     try:
         cfg = RunConfig(shared=a.shared, out=out, cache_dir=cache_dir, cache_size=a.cache_size, seed=a.seed,
-                        train=TrainConfig(epochs=epochs, batch=a.batch, lr=lr, seed=a.seed, threads=a.threads,
+                        train=TrainConfig(epochs=epochs, batch=a.batch or 16, lr=lr, seed=a.seed, threads=a.threads,
                                           device=a.device),
                         workers=a.workers, report=a.report, int8=a.int8)
         run(cfg)

@@ -14,7 +14,12 @@ import pytest
 
 from redact.boxes import iou_matrix
 from redact.config import DetectorSection
-from redact.detectors import build_centerface, build_detectors, centerface_weights
+from redact.detectors import (
+    build_centerface,
+    build_detectors,
+    centerface_weights,
+    plate_verification,
+)
 from redact.errors import ModelError
 from redact.imageio import decode_image
 from redact.types import Detections
@@ -153,11 +158,18 @@ def test_default_config_runs_the_combined_model_at_its_calibrated_plate_threshol
     assert DEFAULT_BACKEND == "streetveil"
     (det,) = build_detectors(DetectorSection(), threads=1)  # one pass for faces and plates
     assert det.name == "streetveil" and det.classes == ("face", "plate")
-    # The default runs the int8 variant, at the threshold that file states.
-    calibrated = float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
+    # The default runs the int8 variant with plate verification, proposing at the threshold
+    # calibrated for that file and the verifier; without verification, at the file's own.
+    verified = plate_verification(DetectorSection())
+    assert verified is not None
+    calibrated = verified.proposal
     assert det.thresholds == {"face": DetectorSection().face_threshold, "plate": calibrated}
-    (fp32,) = build_detectors(DetectorSection(precision="fp32"), threads=1)
+    (alone,) = build_detectors(DetectorSection(plate_verify="off"), threads=1)
+    assert alone.thresholds["plate"] == float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
+    (fp32,) = build_detectors(DetectorSection(precision="fp32", plate_verify="off"), threads=1)
     assert fp32.thresholds["plate"] == float(_metadata(STREETVEIL_MODEL)["streetveil.plate_threshold"])
+    (fp32,) = build_detectors(DetectorSection(precision="fp32"), threads=1)
+    assert fp32.thresholds["plate"] == plate_verification(DetectorSection(precision="fp32")).proposal  # type: ignore[union-attr]
     # A configured plate threshold wins over the model's own.
     other = round(0.9 - calibrated / 2, 3)
     (det,) = build_detectors(DetectorSection(plate_threshold=other), threads=1)
@@ -376,9 +388,9 @@ def test_default_streetveil_runs_its_int8_variant_and_finds_faces_and_plates(
     assert DetectorSection(weights=STREETVEIL_MODEL).resolved_precision() == "fp32"
     assert DetectorSection(runtime="torch").resolved_precision() == "fp32"
     (det,) = build_detectors(cfg, threads=1)
-    assert det.version.endswith("-int8+fp32-refine") and det.weights_sha256 == _sha256(int8_path(STREETVEIL_MODEL))
-    # The int8 variant's own calibrated threshold is the one in effect.
-    assert det.thresholds["plate"] == float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
+    assert "-int8+fp32-refine+verify-" in det.version and det.weights_sha256 == _sha256(int8_path(STREETVEIL_MODEL))
+    # The proposal threshold calibrated for the int8 file (with the verifier) is in effect.
+    assert det.thresholds["plate"] == plate_verification(cfg).proposal  # type: ignore[union-attr]
     labels, d = group
     name = sorted(labels)[0]
     assert _recall(det(_rgb(d / name)).of("face"), labels[name]) >= 0.85

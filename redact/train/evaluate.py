@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -58,6 +58,23 @@ class PlateRunner:
         boxes, scores = decode_centernet(o[f"{cls}_heatmap"][0], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
         keep = nms(boxes, scores, 0.3)
         return boxes[keep] / s, scores[keep]
+
+
+class Runner(Protocol):
+    def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class VerifiedRunner:
+    """A plate runner whose proposals must also pass the verifier (redact/verify.py) at
+    ``verify``: the engine's plate path with verification on."""
+
+    def __init__(self, runner: Runner, score_fn: Any, verify: float) -> None:
+        self.runner, self.score_fn, self.verify = runner, score_fn, verify
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        boxes, scores = self.runner.detect(rgb, threshold)
+        keep = self.score_fn(rgb, boxes) >= self.verify
+        return boxes[keep], scores[keep]
 
 
 @dataclass
@@ -137,7 +154,7 @@ def sign_hits(signs: np.ndarray, dets: np.ndarray) -> np.ndarray:
     return ((iou >= MATCH_IOU) | (cover >= 0.5)).any(axis=1)
 
 
-def evaluate_scenes(runner: PlateRunner, scenes: Iterable[Scene], threshold: float) -> Tally:
+def evaluate_scenes(runner: Runner, scenes: Iterable[Scene], threshold: float) -> Tally:
     t = Tally()
     for sc in scenes:
         dets, scores = runner.detect(sc.image, threshold)
@@ -145,7 +162,7 @@ def evaluate_scenes(runner: PlateRunner, scenes: Iterable[Scene], threshold: flo
     return t
 
 
-def scene_scores(runner: PlateRunner, scenes: Iterable[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+def scene_scores(runner: Runner, scenes: Iterable[Scene]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """(gt, extra, signs, dets, scores) per scene at a low threshold, so several thresholds
     can be scored without re-running the model."""
     out = []

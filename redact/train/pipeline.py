@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from redact.train import data, evaluate, export, graph, loop
+from redact.train import data, evaluate, export, graph, loop, verify
 from redact.train.fonts import check_fonts
 from redact.train.render import PLATE_FAMILIES
 
@@ -134,12 +134,18 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
     return out
 
 
-def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2) -> dict[str, Any]:
-    """Every validation number of the model card, at ``threshold``."""
-    runner = evaluate.PlateRunner(onnx_path, threads)
+def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
+           verifier: tuple[Path, float] | None = None) -> dict[str, Any]:
+    """Every validation number of the model card, at ``threshold`` (with ``verifier``: the
+    verifier file and its threshold, proposals at ``threshold``)."""
+    runner: evaluate.Runner = evaluate.PlateRunner(onnx_path, threads)
+    if verifier is not None:
+        from redact.verify import PlateVerifier
+
+        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1])
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     train_f, val_f = data.time_split(frames)
-    res: dict[str, Any] = {"threshold": threshold}
+    res: dict[str, Any] = {"threshold": threshold, **({"verify": verifier[1]} if verifier else {})}
     t0 = time.time()
     res["dashcam_train"] = evaluate.evaluate_scenes(runner, real_scenes(train_f), threshold).as_dict()
     res["dashcam_val"] = evaluate.evaluate_scenes(runner, real_scenes(val_f), threshold).as_dict()
@@ -211,4 +217,73 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.report is not None:
         record["validation"] = report(cfg.out, cfg.shared, threshold, cfg.seed, cfg.eval_threads)
         cfg.report.write_text(json.dumps(record, indent=1, default=str))
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class VerifierRunConfig:
+    shared: Path
+    out: Path
+    cache_dir: Path
+    scenes: int = 3000
+    seed: int = 20261126
+    train: verify.TrainConfig = field(default_factory=verify.TrainConfig)
+    workers: int = 2
+    eval_threads: int = 2
+    report: Path | None = None
+
+
+def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
+    """Reproduce ``redact/models/streetveil-plate-verify-v1.onnx``: harvest the default (int8)
+    detector's proposals on training scenes, train the classifier, calibrate its thresholds
+    for the packaged fp32 and int8 detector files on the calibration scenes, export; with
+    ``cfg.report`` also the validation of both setups."""
+    from redact.centernet import sha256_file
+    from redact.detectors import STREETVEIL_MODEL, int8_path, streetveil_plate_threshold
+    from redact.verify import PlateVerifier
+
+    check_fonts()
+    t0 = time.time()
+    frames = data.load_dashcam(cfg.shared / "plates-dashcam-ro")
+    train_f, _ = data.time_split(frames)
+    detectors = {"int8": int8_path(STREETVEIL_MODEL), "fp32": STREETVEIL_MODEL}
+    h = verify.cached_harvest(cfg.cache_dir, detectors["int8"], train_f, cfg.shared, cfg.scenes, cfg.seed, cfg.workers)
+    t_harvest = time.time() - t0
+    net = verify.train(h, cfg.train)
+    t_train = time.time() - t0 - t_harvest
+    training = (f"plate verifier by scripts/train_plates.py --verifier (seed {cfg.seed}): {len(h.y)} close-ups "
+                f"({int(h.y.sum())} plates) of {detectors['int8'].name}'s proposals on {cfg.scenes} scenes from "
+                f"{len(train_f)} plates-dashcam-ro training frames and plate-free video-gopro frames, "
+                f"{cfg.train.epochs} epochs")
+    tmp = cfg.out.with_suffix(".uncalibrated.onnx")
+    verify.export(net, tmp, {}, training)
+    score_fn = PlateVerifier(tmp).scores
+    scenes = calibration_scenes(train_f, cfg.seed)
+    cals, record_cal = {}, {}
+    for name, path in detectors.items():
+        runner = evaluate.PlateRunner(path, cfg.eval_threads)
+        own = streetveil_plate_threshold(path)
+        target = evaluate.tally_at(evaluate.scene_scores(runner, scenes), own).as_dict()
+        rows = verify.scene_rows(runner, score_fn, scenes)
+        cal, table = verify.calibrate(rows, target["recall_ge16"] or 0.0)
+        cals[sha256_file(path)] = cal
+        record_cal[name] = {"detector": path.name, "alone": {"threshold": own, **target},
+                            "chosen": {"proposal": cal.proposal, "verify": cal.verify,
+                                       **table[f"{cal.proposal:.2f}/{cal.verify:.2f}"]}, "table": table}
+        log.info("calibration %s: alone %s; chosen %s", name, record_cal[name]["alone"], record_cal[name]["chosen"])
+    tmp.unlink()
+    verify.export(net, cfg.out, cals, training)
+    record: dict[str, Any] = {
+        "config": {**asdict(cfg.train), "scenes": cfg.scenes, "seed": cfg.seed, "workers": cfg.workers},
+        "harvest_seconds": round(t_harvest), "train_seconds": round(t_train),
+        "closeups": len(h.y), "plates": int(h.y.sum()), "calibration": record_cal,
+    }
+    log.info("verifier written to %s (harvest %.0f s, training %.0f s)", cfg.out, t_harvest, t_train)
+    if cfg.report is not None:
+        record["validation"] = {}
+        for name, path in detectors.items():
+            cal = cals[sha256_file(path)]
+            record["validation"][name] = report(path, cfg.shared, cal.proposal, cfg.seed, cfg.eval_threads,
+                                                verifier=(cfg.out, cal.verify))
+            cfg.report.write_text(json.dumps(record, indent=1, default=str))
     return record

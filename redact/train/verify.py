@@ -1,0 +1,356 @@
+"""Train the plate verifier (``redact/verify.py``): harvest the detector's own proposals on
+training scenes, label them against the known plates, train a small classifier on their
+close-ups, calibrate the two thresholds on calibration scenes, export ONNX.
+
+Only training frames (``data.time_split``) and plate-free video frames are used; the
+validation frames never are. Each scene i is drawn from ``default_rng([seed, HARVEST_STREAM,
+i])``, so the harvest does not depend on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from redact.boxes import iou_matrix
+from redact.train import data, evaluate
+from redact.train.render import PLATE_FAMILIES
+from redact.verify import CONTEXT, CROP_SIZE, META_PREFIX, Calibration, crops
+
+log = logging.getLogger(__name__)
+
+HARVEST_STREAM = 3_000_003
+PROPOSE_AT = 0.08  # harvest threshold: below every proposal threshold the calibration may pick
+POS_IOU, NEG_IOU = 0.3, 0.05
+PROPOSALS = (0.10, 0.12, 0.15, 0.20, 0.25)
+VERIFY_GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
+VIDEO_STEP = 6  # every 6th frame of the plate-free videos
+
+
+@dataclass(frozen=True, slots=True)
+class Harvest:
+    """Close-ups (uint8 [N, 3, h, w]) with labels (1 plate, 0 not) and where they came from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    kind: np.ndarray  # 0 detector proposal, 1 jittered known plate
+    scene: np.ndarray
+
+    @staticmethod
+    def concat(parts: list[Harvest]) -> Harvest:
+        return Harvest(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("x", "y", "kind", "scene")))
+
+
+def label_proposals(plates: np.ndarray, dets: np.ndarray) -> np.ndarray:
+    """1 for a proposal on a plate (IoU >= 0.3), 0 for one clear of every plate (IoU < 0.05
+    and under a fifth of it on a plate), -1 (not used) for pieces and near misses."""
+    lab = np.zeros(len(dets), np.int8)
+    if not len(dets) or not len(plates):
+        return lab
+    iou = iou_matrix(dets, plates)
+    x1 = np.maximum(dets[:, None, 0], plates[None, :, 0])
+    y1 = np.maximum(dets[:, None, 1], plates[None, :, 1])
+    x2 = np.minimum(dets[:, None, 2], plates[None, :, 2])
+    y2 = np.minimum(dets[:, None, 3], plates[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    cover = inter / ((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]) + 1e-9)[:, None]
+    lab[(iou.max(1) >= NEG_IOU) | (cover.max(1) >= 0.2)] = -1
+    lab[iou.max(1) >= POS_IOU] = 1
+    return lab
+
+
+def jitter(boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Known plates moved and resized the way the detector's boxes miss them."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + rng.uniform(-0.15, 0.15, len(boxes)) * w
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + rng.uniform(-0.2, 0.2, len(boxes)) * h
+    w = w * np.exp(rng.uniform(-0.25, 0.25, len(boxes)))
+    h = h * np.exp(rng.uniform(-0.25, 0.25, len(boxes)))
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1).astype(np.float32)
+
+
+def video_frames(shared: Path) -> list[np.ndarray]:
+    """Plate-free RGB frames of the two GoPro clips (sidewalk and aerial: other cameras,
+    vegetation, sky), every ``VIDEO_STEP``-th."""
+    out = []
+    for name in ("max-heromode.mp4", "karma.mp4"):
+        cap = cv2.VideoCapture(str(shared / "video-gopro" / name))
+        k = 0
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if k % VIDEO_STEP == 0:
+                out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            k += 1
+        cap.release()
+    if not out:
+        raise ValueError(f"{shared / 'video-gopro'}: no frames decoded")
+    return out
+
+
+def make_scene(i: int, frames: list[data.Frame], seed: int) -> data.Scene:
+    """Scene i: synthetic plates of a random family and size band (60 %), signs (20 %), or a
+    real training frame with its real plates (20 %), all on training frames."""
+    rng = np.random.default_rng([seed, HARVEST_STREAM, i])
+    fr = frames[int(rng.integers(len(frames)))]
+    img = data.read_rgb(fr.path)
+    r = rng.random()
+    if r < 0.6:
+        fam = PLATE_FAMILIES[int(rng.integers(len(PLATE_FAMILIES)))]
+        band = data.HEIGHT_BANDS[int(rng.choice(len(data.HEIGHT_BANDS), p=[0.1, 0.2, 0.2, 0.2, 0.15, 0.15]))]
+        return data.synthetic_scene(fr, img, fam, band, rng)
+    if r < 0.8:
+        return data.sign_scene(fr, img, rng)
+    z = np.zeros((0, 4), np.float32)
+    return data.Scene(img, z, fr.boxes, z, fr.key)
+
+
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(detector: str, frames: list[data.Frame], seed: int, shared: str | None) -> None:
+    # Each worker decodes the videos itself: a process forked after the parent's video
+    # decoder and runtime threads started can hang on their locks (it did), so workers spawn.
+    cv2.setNumThreads(1)
+    _worker.update(runner=evaluate.PlateRunner(Path(detector), threads=1), frames=frames, seed=seed,
+                   videos=video_frames(Path(shared)) if shared else [])
+
+
+def _harvest_chunk(idx: list[int]) -> Harvest:
+    runner, frames, seed, videos = (_worker[k] for k in ("runner", "frames", "seed", "videos"))
+    parts = []
+    for i in idx:
+        if i < 0:  # a plate-free video frame: every proposal is a false one
+            img, plates = videos[-i - 1], np.zeros((0, 4), np.float32)
+            rng = np.random.default_rng([seed, HARVEST_STREAM + 1, -i - 1])
+        else:
+            sc = make_scene(i, frames, seed)
+            img, plates = sc.image, np.concatenate([sc.boxes, sc.extra])
+            rng = np.random.default_rng([seed, HARVEST_STREAM, i, 1])
+        dets, _ = runner.detect(img, PROPOSE_AT)
+        lab = label_proposals(plates, dets)
+        keep = lab >= 0
+        known = plates[(plates[:, 3] - plates[:, 1]) >= 6]
+        boxes = np.concatenate([dets[keep], jitter(known, rng)])
+        y = np.concatenate([lab[keep], np.ones(len(known), np.int8)])
+        kind = np.concatenate([np.zeros(int(keep.sum()), np.int8), np.ones(len(known), np.int8)])
+        parts.append(Harvest(crops(img, boxes).astype(np.uint8), y, kind, np.full(len(y), i, np.int32)))
+    return Harvest.concat(parts)
+
+
+def harvest(detector: Path, frames: list[data.Frame], shared: Path, n_scenes: int, seed: int,
+            workers: int = 2) -> Harvest:
+    """Close-ups of ``detector``'s proposals (and jittered known plates) on ``n_scenes``
+    training scenes and on the plate-free video frames."""
+    import multiprocessing as mp
+
+    n_video = len(video_frames(shared))
+    ids = list(range(n_scenes)) + [-(k + 1) for k in range(n_video)]
+    chunks = [ids[k::workers * 8] for k in range(workers * 8)]
+    t0 = time.time()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(str(detector), frames, seed, str(shared))) as ex:
+        parts = list(ex.map(_harvest_chunk, chunks))
+    h = Harvest.concat(parts)
+    order = np.lexsort((np.arange(len(h.y)), h.scene))  # independent of the chunking
+    h = Harvest(h.x[order], h.y[order], h.kind[order], h.scene[order])
+    log.info("harvest: %d scenes + %d video frames -> %d close-ups (%d plates) in %.0f s", n_scenes, n_video,
+             len(h.y), int(h.y.sum()), time.time() - t0)
+    return h
+
+
+# --- the classifier ----------------------------------------------------------------------------
+
+def build_net() -> Any:
+    """~60 k parameters; RGB 0-255 in, one logit out."""
+    import torch
+    from torch import nn
+
+    def block(ci: int, co: int, s: int) -> list[nn.Module]:
+        return [nn.Conv2d(ci, co, 3, s, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True)]
+
+    class Verifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(*block(3, 16, 2), *block(16, 32, 1), *block(32, 48, 2),
+                                          *block(48, 64, 1), *block(64, 96, 2), nn.Conv2d(96, 16, 1), nn.ReLU())
+            h, w = CROP_SIZE
+            # Flattened rather than pooled: where the lettering sits in the window matters.
+            self.head = nn.Linear(16 * (h // 8) * (w // 8), 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.flatten(self.features(x / 127.5 - 1.0), 1))
+
+    return Verifier()
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    epochs: int = 8
+    batch: int = 128
+    lr: float = 2e-3
+    seed: int = 20261126
+    threads: int = 1
+
+
+def train(h: Harvest, cfg: TrainConfig) -> Any:
+    """BCE on the close-ups with flips and light jitter; AdamW, cosine decay."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng([cfg.seed, 7])
+    net = build_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    n = len(h.y)
+    steps = cfg.epochs * (n // cfg.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.05)
+    pos = float(h.y.mean())
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    t0, step = time.time(), 0
+    net.train()
+    for ep in range(cfg.epochs):
+        perm = rng.permutation(n)
+        tot = 0.0
+        for b in range(n // cfg.batch):
+            j = perm[b * cfg.batch:(b + 1) * cfg.batch]
+            x = h.x[j].astype(np.float32)
+            flip = rng.random(len(j)) < 0.5
+            x[flip] = x[flip][..., ::-1]
+            gain = rng.uniform(0.6, 1.4, (len(j), 1, 1, 1)).astype(np.float32)
+            bias = rng.uniform(-25, 25, (len(j), 1, 1, 1)).astype(np.float32)
+            x = np.clip(x * gain + bias, 0, 255)
+            logits = net(torch.from_numpy(np.ascontiguousarray(x)))[:, 0]
+            loss = loss_fn(logits, torch.from_numpy(h.y[j].astype(np.float32)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += loss.item()
+            step += 1
+        log.info("verifier epoch %d/%d: loss %.4f (%d steps, %.0f s; %.2f plates)", ep + 1, cfg.epochs,
+                 tot / max(1, n // cfg.batch), step, time.time() - t0, pos)
+    return net.eval()
+
+
+def export(net: Any, out: Path, calibrations: dict[str, Calibration], training: str) -> Path:
+    """The classifier as ONNX (input ``crops`` [N, 3, 40, 80] RGB 0-255, output ``logit`` [N, 1]),
+    with the thresholds calibrated per detector file, written atomically."""
+    import onnx
+    import torch
+
+    from redact.train import graph
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        raw = Path(d) / "verifier.onnx"
+        torch.onnx.export(net, (torch.zeros(1, 3, *CROP_SIZE),), str(raw), dynamo=False, input_names=["crops"],
+                          output_names=["logit"], dynamic_axes={"crops": {0: "N"}, "logit": {0: "N"}},
+                          opset_version=13)
+        model = onnx.load(str(raw))
+    model.producer_name = "streetveil"
+    graph.set_metadata(model, {
+        "streetveil.version": "1.0.0",
+        "streetveil.verify.crop": f"{CROP_SIZE[0]}x{CROP_SIZE[1]} context {CONTEXT}",
+        "streetveil.training": training,
+        "streetveil.license": "MIT",
+        **{META_PREFIX + sha: c.encode() for sha, c in calibrations.items()},
+    })
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model.SerializeToString())
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def predict(net: Any, x: np.ndarray) -> np.ndarray:
+    """Probabilities from the torch classifier for float32 close-ups."""
+    import torch
+
+    with torch.inference_mode():
+        return torch.sigmoid(net(torch.from_numpy(x))[:, 0]).numpy()
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+Row = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def scene_rows(runner: evaluate.PlateRunner, score_fn: Any, scenes: list[data.Scene]) -> list[Row]:
+    """(gt, extra, signs, dets, detector scores, verifier scores) per scene at PROPOSE_AT."""
+    out = []
+    for sc in scenes:
+        dets, scores = runner.detect(sc.image, PROPOSE_AT)
+        out.append((sc.boxes, sc.extra, sc.signs, dets, scores, score_fn(sc.image, dets)))
+    return out
+
+
+def tally(rows: list[Row], proposal: float, verify: float) -> evaluate.Tally:
+    t = evaluate.Tally()
+    for gt, extra, signs, dets, s, v in rows:
+        k = (s >= proposal) & (v >= verify)
+        t.add(gt, extra, signs, dets[k], s[k])
+    return t
+
+
+def calibrate(rows: list[Row], target: float) -> tuple[Calibration, dict[str, Any]]:
+    """Of the (proposal, verify) pairs whose recall >= 16 px reaches ``target`` (the detector
+    alone at its own threshold, on the same scenes: verification must not cost recall), the
+    one with the best F2 (recall weighted 4x precision, as the detector's own threshold;
+    ties: the higher thresholds). None reaching it: the lowest pair, which filters least."""
+    table: dict[str, Any] = {}
+    best: tuple[float, float, float] | None = None
+    for p in PROPOSALS:
+        for v in VERIFY_GRID:
+            d = tally(rows, p, v)
+            row = d.as_dict()
+            r, pr = row["recall_ge16"] or 0.0, row["precision"] or 0.0
+            f2 = 5 * pr * r / (4 * pr + r) if pr + r > 0 else 0.0
+            table[f"{p:.2f}/{v:.2f}"] = {"recall_ge16": row["recall_ge16"], "recall_8_16": row["recall_8_16"],
+                                         "precision": row["precision"], "f2": round(f2, 4),
+                                         "false_per_image": row["false_per_image"], "signs_detected": d.signs_hit}
+            if r >= target and (best is None or (f2, v, p) > best):
+                best = (f2, v, p)
+    if best is None:
+        log.warning("no verifier threshold keeps the detector's calibration recall %.3f", target)
+        return Calibration(min(PROPOSALS), VERIFY_GRID[0]), table
+    return Calibration(best[2], best[1]), table
+
+# --- the whole run -----------------------------------------------------------------------------
+
+def cached_harvest(cache_dir: Path, detector: Path, frames: list[data.Frame], shared: Path, n_scenes: int,
+                   seed: int, workers: int) -> Harvest:
+    """``harvest``, kept under ``cache_dir`` keyed by the detector file, scene count and seed."""
+    from redact.centernet import sha256_file
+
+    key = f"{sha256_file(detector)[:16]}-{n_scenes}-{seed}-{CROP_SIZE[0]}x{CROP_SIZE[1]}-{CONTEXT}"
+    path = cache_dir / f"harvest-{key}.npz"
+    if path.is_file():
+        z = np.load(path)
+        log.info("harvest reused: %s", path)
+        return Harvest(z["x"], z["y"], z["kind"], z["scene"])
+    h = harvest(detector, frames, shared, n_scenes, seed, workers)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, x=h.x, y=h.y, kind=h.kind, scene=h.scene)
+    os.replace(tmp, path)
+    return h

@@ -1,0 +1,159 @@
+"""The plate verifier (redact/verify.py, redact/train/verify.py): close-up geometry, proposal
+labelling, threshold calibration, training + ONNX export round trip, and the shipped verifier
+in the engine on held-out dashcam frames."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from redact.config import DetectorSection, RedactConfig
+from redact.detectors import (
+    STREETVEIL_MODEL,
+    int8_path,
+    plate_verification,
+    streetveil_plate_threshold,
+)
+from redact.train import data, evaluate
+from redact.train import verify as tv
+from redact.verify import CROP_SIZE, VERIFIER_MODEL, Calibration, PlateVerifier, crop_window, crops
+
+
+def test_crop_puts_a_two_to_one_box_in_the_middle_half() -> None:
+    img = np.zeros((400, 600, 3), np.uint8)
+    img[180:220, 260:340] = 255  # an 80 x 40 "plate"
+    c = crops(img, np.array([[260, 180, 340, 220]], np.float32))
+    assert c.shape == (1, 3, *CROP_SIZE)
+    white = c[0, 0] > 127
+    ys, xs = np.nonzero(white)
+    h, w = CROP_SIZE
+    # The window is 2x the plate's width: the plate spans the middle half in both directions.
+    assert abs(xs.min() - w / 4) <= 1 and abs(xs.max() + 1 - 3 * w / 4) <= 1
+    assert abs(ys.min() - h / 4) <= 1 and abs(ys.max() + 1 - 3 * h / 4) <= 1
+
+
+def test_crop_of_a_wide_plate_keeps_its_width_and_pads_outside_the_image() -> None:
+    img = np.full((100, 100, 3), 200, np.uint8)
+    box = np.array([[0, 0, 47, 10]], np.float32)  # EU-like 4.7:1 at the top-left corner
+    x0, y0, x1, y1 = crop_window(box[0])
+    assert (x0, y0, x1, y1) == pytest.approx((-23.5, -18.5, 70.5, 28.5))
+    c = crops(img, box)[0]
+    # 23.5 of 94 source px left of the image (20 of 80 columns), 18.5 of 47 above it (15.7 rows).
+    assert c[:, :15, :].max() == 0 and c[:, :, :19].max() == 0
+    assert c[:, 17:, 21:].min() == 200
+
+
+def test_proposals_are_labelled_plate_clear_or_ignored() -> None:
+    plates = np.array([[100, 100, 180, 140]], np.float32)
+    dets = np.array([[102, 101, 178, 141],    # on the plate
+                     [400, 400, 440, 420],    # clear
+                     [100, 100, 130, 120],    # a piece of the plate: not used
+                     [150, 110, 230, 150]],   # a near miss (IoU 0.16): not used
+                    np.float32)
+    assert tv.label_proposals(plates, dets).tolist() == [1, 0, -1, -1]
+    assert tv.label_proposals(np.zeros((0, 4), np.float32), dets).tolist() == [0, 0, 0, 0]
+
+
+def test_calibration_keeps_recall_and_drops_what_only_the_verifier_rejects() -> None:
+    gt = np.array([[100, 100, 180, 140], [300, 100, 380, 140]], np.float32)
+    z = np.zeros((0, 4), np.float32)
+    dets = np.array([[100, 100, 180, 140], [300, 100, 380, 140], [500, 500, 580, 540], [600, 50, 640, 70]],
+                    np.float32)
+    det_scores = np.array([0.3, 0.11, 0.4, 0.13], np.float32)
+    ver = np.array([0.9, 0.7, 0.2, 0.1], np.float32)  # plates score high, the two others low
+    rows = [(gt, z, z, dets, det_scores, ver)] * 4
+    cal, table = tv.calibrate(rows, target=1.0)
+    # Both plates need a proposal threshold <= 0.11; the two false boxes go with verify > 0.2.
+    assert cal.proposal <= 0.11 and 0.2 < cal.verify <= 0.7
+    row = table[f"{cal.proposal:.2f}/{cal.verify:.2f}"]
+    assert row["recall_ge16"] == 1.0 and row["false_per_image"] == 0.0
+
+
+def test_calibration_round_trips_and_rejects_nonsense() -> None:
+    assert Calibration.decode(Calibration(0.12, 0.35).encode()) == Calibration(0.12, 0.35)
+    with pytest.raises(ValueError):
+        Calibration(0.0, 0.5)
+    with pytest.raises(ValueError):
+        Calibration.decode("0.1")
+
+
+def test_train_export_round_trip(shared: Path, tmp_path: Path) -> None:
+    """A few real training scenes harvested with the packaged int8 detector, a short training
+    run, and the exported ONNX computing what the torch classifier computes."""
+    frames = data.load_dashcam(shared / "plates-dashcam-ro")
+    train_f, _ = data.time_split(frames)
+    tv._init_worker(str(int8_path(STREETVEIL_MODEL)), train_f, 7, None)
+    h = tv._harvest_chunk([0, 1, 2, 3])
+    assert len(h.y) > 10 and 0 < h.y.sum() < len(h.y)
+    assert set(np.unique(h.kind)) == {0, 1}
+    net = tv.train(h, tv.TrainConfig(epochs=1, batch=8, threads=1))
+    out = tv.export(net, tmp_path / "v.onnx", {"ab" * 32: Calibration(0.15, 0.4)}, "test")
+    v = PlateVerifier(out)
+    assert v.calibration("ab" * 32) == Calibration(0.15, 0.4) and v.calibration("cd" * 32) is None
+    img = data.read_rgb(train_f[0].path)
+    boxes = np.concatenate([train_f[0].boxes, [[10, 10, 60, 30]]]).astype(np.float32)
+    want = tv.predict(net, crops(img, boxes))
+    np.testing.assert_allclose(v.scores(img, boxes), want, atol=1e-4)
+
+
+# --- the shipped verifier ----------------------------------------------------------------------
+
+
+def test_shipped_verifier_is_calibrated_for_both_packaged_detectors() -> None:
+    v = PlateVerifier(VERIFIER_MODEL)
+    for path in (STREETVEIL_MODEL, int8_path(STREETVEIL_MODEL)):
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        cal = v.calibration(sha)
+        assert cal is not None, path
+        # It proposes at or below the detector's own threshold: verification exists to let
+        # more candidates in and drop the false ones, never to cost recall.
+        assert cal.proposal <= streetveil_plate_threshold(path) and cal.verify > 0
+
+
+def test_config_resolves_verification(tmp_path: Path) -> None:
+    own = plate_verification(DetectorSection())
+    assert own is not None
+    assert plate_verification(DetectorSection(plate_verify="off")) is None
+    assert plate_verification(DetectorSection(backend="centerface")) is None
+    assert plate_verification(DetectorSection(plate_threshold=0.3)) == Calibration(0.3, own.verify)
+    # Weights the verifier was never calibrated with: no verification unless asked for.
+    m = onnx.load(str(STREETVEIL_MODEL))
+    m.metadata_props.add(key="test.note", value="another file")
+    other = tmp_path / "other.onnx"
+    onnx.save(m, str(other))
+    assert plate_verification(DetectorSection(weights=other)) is None
+    asked = plate_verification(DetectorSection(weights=other, plate_verify_threshold=0.5))
+    assert asked == Calibration(streetveil_plate_threshold(other), 0.5)
+
+
+def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared: Path) -> None:
+    """On held-out dashcam frames (never trained or calibrated on), through the engine's
+    detector: with verification every labelled plate found without it is still found (within
+    one miss of scoring noise), with fewer boxes that match no label."""
+    from redact.engine import Redactor
+
+    frames = data.load_dashcam(shared / "plates-dashcam-ro")
+    _, val = data.time_split(frames)
+    on = Redactor(RedactConfig(), threads=1)
+    off = Redactor(RedactConfig(detector=DetectorSection(plate_verify="off")), threads=1)
+    cal = plate_verification(DetectorSection())
+    assert cal is not None
+    info = on.info["detectors"][0]
+    assert info["verify"] == {"plate": cal.verify} and "+verify-" in info["version"]
+    assert "verify" not in off.info["detectors"][0] and on.model_hash != off.model_hash
+    z = np.zeros((0, 4), np.float32)
+    tallies = {"on": evaluate.Tally(), "off": evaluate.Tally()}
+    for f in val[::4]:
+        img = data.read_rgb(f.path)
+        for name, r in (("on", on), ("off", off)):
+            d = r.detectors[0](img).of("plate")
+            tallies[name].add(f.boxes, z, z, np.array(d.xyxy), np.array(d.score))
+    t_on, t_off = tallies["on"], tallies["off"]
+    assert t_on.images >= 20 and sum(t_on.total.values()) >= 25
+    found_on, found_off = sum(t_on.found.values()), sum(t_off.found.values())
+    assert found_on >= found_off - 1, (t_on.as_dict(), t_off.as_dict())
+    assert t_on.false < t_off.false, (t_on.as_dict(), t_off.as_dict())
