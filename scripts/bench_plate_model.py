@@ -9,6 +9,7 @@ graph inputs (DETECTORS.md). When the plate verifier (redact/verify.py) is calib
 calibrated proposal threshold, cut out and scored (one thread, as the engine runs it).
 
     python scripts/bench_plate_model.py [--model redact/models/streetveil-fp-v1.onnx] [--runs 30]
+    python scripts/bench_plate_model.py --int8   # the default setup: int8 model vs int8 CenterFace
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--int8", action="store_true",
+                   help="compare the int8 variant of --model with the shipped int8 CenterFace copy")
     a = p.parse_args(argv)
     import onnxruntime as ort
 
     from redact.boxes import decode_centernet, nms
     from redact.centernet import sha256_file
+    from redact.detectors import CENTERFACE_INT8, int8_path
     from redact.train import data
     from redact.train.graph import fixed_centerface
     from redact.verify import VERIFIER_MODEL, PlateVerifier
@@ -45,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         so.inter_op_num_threads = 1
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
-    sessions = {"centerface": session(fixed_centerface().SerializeToString()), "streetveil": session(str(a.model))}
+    if a.int8:
+        a.model = int8_path(a.model)
+    base = str(CENTERFACE_INT8) if a.int8 else fixed_centerface().SerializeToString()
+    sessions = {"centerface": session(base), "streetveil": session(str(a.model))}
     _, val = data.time_split(data.load_dashcam(a.shared / "plates-dashcam-ro"))
     rgb = data.read_rgb(val[0].path)[:736, :1280]
     x = np.zeros((1, 3, 736, 1280), np.float32)
@@ -55,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     names = [o.name for o in sessions["streetveil"].get_outputs()]
     times: dict[str, list[float]] = {k: [] for k in [*sessions, *(["+verifier"] if cal else [])]}
     for s in sessions.values():
-        s.run(None, {"input": x})
+        s.run(None, {s.get_inputs()[0].name: x})
     n_boxes = 0
     for _ in range(a.runs):
         for k, s in sessions.items():
             t0 = time.perf_counter()
-            out = s.run(None, {"input": x})
+            out = s.run(None, {s.get_inputs()[0].name: x})
             times[k].append(time.perf_counter() - t0)
             if k == "streetveil" and verifier is not None and cal is not None:
                 o = dict(zip(names, out, strict=True))
