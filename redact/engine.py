@@ -47,7 +47,9 @@ def info_line(info: dict[str, Any]) -> str:
     """One line for people: the detectors and the thresholds in effect (from Redactor.info)."""
     dets = ", ".join(f"{d['name']} {d['version']} ({'+'.join(d['classes'])})" for d in info["detectors"])
     src = info.get("threshold_source", {})
-    ths = ", ".join(f"{c} {t:g}" + (f" ({src[c]})" if c in src else "") for c, t in info["thresholds"].items())
+    verify = {c: v for d in info["detectors"] for c, v in (d.get("verify") or {}).items()}
+    ths = ", ".join(f"{c} {t:g}" + (f" ({src[c]})" if c in src else "")
+                    + (f", verified at {verify[c]:g}" if c in verify else "") for c, t in info["thresholds"].items())
     return f"detectors: {dets}; thresholds: {ths or 'none'}"
 
 
