@@ -157,3 +157,18 @@ def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared:
     found_on, found_off = sum(t_on.found.values()), sum(t_off.found.values())
     assert found_on >= found_off - 1, (t_on.as_dict(), t_off.as_dict())
     assert t_on.false < t_off.false, (t_on.as_dict(), t_off.as_dict())
+
+
+def test_a_missing_verifier_file_is_a_clear_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: without its verifier the default plate setup does not quietly run
+    unverified (a different, unmeasured setup); it stops, naming the file."""
+    import redact.verify
+    from redact.detectors import build_detectors
+    from redact.errors import ModelError
+
+    missing = tmp_path / "streetveil-plate-verify-v1.onnx"
+    monkeypatch.setattr(redact.verify, "VERIFIER_MODEL", missing)
+    with pytest.raises(ModelError, match="plate verifier not found: .*streetveil-plate-verify-v1.onnx"):
+        build_detectors(DetectorSection(), threads=1)
+    (det,) = build_detectors(DetectorSection(plate_verify="off"), threads=1)  # asked for: runs
+    assert "verify" not in det.version
