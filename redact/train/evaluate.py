@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from redact.boxes import decode_centernet, iou_matrix, nms
+from redact.boxes import decode_centernet, intersection_matrix, iou_matrix, nms
 from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
 
@@ -144,11 +144,7 @@ def sign_hits(signs: np.ndarray, dets: np.ndarray) -> np.ndarray:
     if len(dets) == 0 or len(signs) == 0:
         return np.zeros(len(signs), bool)
     iou = iou_matrix(signs, dets)
-    x1 = np.maximum(signs[:, None, 0], dets[None, :, 0])
-    y1 = np.maximum(signs[:, None, 1], dets[None, :, 1])
-    x2 = np.minimum(signs[:, None, 2], dets[None, :, 2])
-    y2 = np.minimum(signs[:, None, 3], dets[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    inter = intersection_matrix(signs, dets)
     det_area = (dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1])
     cover = inter / (det_area[None, :] + 1e-9)
     return ((iou >= MATCH_IOU) | (cover >= 0.5)).any(axis=1)

@@ -52,6 +52,11 @@ def export_streetveil(net: Any, out: Path, plate_threshold: float, training: str
         "streetveil.license": "MIT; face path: CenterFace (Star-Clouds, MIT)",
         **(extra or {}),
     })
+    return write_model(model, out)
+
+
+def write_model(model: onnx.ModelProto, out: Path) -> Path:
+    """Write ``model`` to ``out`` atomically (a shipped, world-readable file)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".onnx")
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from redact.boxes import iou_matrix
+from redact.boxes import area, intersection_matrix, iou_matrix
 from redact.train import data, evaluate
 from redact.train.render import PLATE_FAMILIES
 from redact.verify import CONTEXT, CROP_SIZE, META_PREFIX, Calibration, crops
@@ -58,12 +58,7 @@ def label_proposals(plates: np.ndarray, dets: np.ndarray) -> np.ndarray:
     if not len(dets) or not len(plates):
         return lab
     iou = iou_matrix(dets, plates)
-    x1 = np.maximum(dets[:, None, 0], plates[None, :, 0])
-    y1 = np.maximum(dets[:, None, 1], plates[None, :, 1])
-    x2 = np.minimum(dets[:, None, 2], plates[None, :, 2])
-    y2 = np.minimum(dets[:, None, 3], plates[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    cover = inter / ((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]) + 1e-9)[:, None]
+    cover = intersection_matrix(dets, plates) / (area(dets) + 1e-9)[:, None]
     lab[(iou.max(1) >= NEG_IOU) | (cover.max(1) >= 0.2)] = -1
     lab[iou.max(1) >= POS_IOU] = 1
     return lab
@@ -251,6 +246,7 @@ def export(net: Any, out: Path, calibrations: dict[str, Calibration], training: 
     import torch
 
     from redact.train import graph
+    from redact.train.export import write_model
 
     with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -267,19 +263,7 @@ def export(net: Any, out: Path, calibrations: dict[str, Calibration], training: 
         "streetveil.license": "MIT",
         **{META_PREFIX + sha: c.encode() for sha, c in calibrations.items()},
     })
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_model(model, out)
 
 
 def predict(net: Any, x: np.ndarray) -> np.ndarray:
