@@ -168,7 +168,7 @@ def test_a_missing_verifier_file_is_a_clear_model_error(tmp_path: Path, monkeypa
 
     missing = tmp_path / "streetveil-plate-verify-v1.onnx"
     monkeypatch.setattr(redact.verify, "VERIFIER_MODEL", missing)
-    with pytest.raises(ModelError, match="plate verifier not found: .*streetveil-plate-verify-v1.onnx"):
+    with pytest.raises(ModelError, match=r"plate verifier not found: .*streetveil-plate-verify-v1\.onnx"):
         build_detectors(DetectorSection(), threads=1)
     (det,) = build_detectors(DetectorSection(plate_verify="off"), threads=1)  # asked for: runs
     assert "verify" not in det.version
