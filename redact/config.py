@@ -76,13 +76,14 @@ class DetectorSection(_Section):
     # scores them at the threshold (redact/centernet.py Refine); false = single look.
     refine: bool = True
     refine_low: float = Field(default=0.1, gt=0, lt=1)
-    # Second look at plates (redact/verify.py): the plate model proposes at a low threshold
-    # and a small classifier on each candidate's close-up keeps or drops it. auto: on for the
-    # model files the verifier was calibrated with (the packaged streetveil model, fp32 and
-    # int8; the proposal threshold is then the calibrated one unless plate_threshold is set),
-    # off for others unless plate_verify_threshold is set; off: plate scores alone decide.
-    plate_verify: Literal["auto", "off"] = "auto"
-    # None: the verifier's calibrated threshold for the model in use.
+    # Second look at plates (redact/verify.py): the plate model proposes at a lower threshold
+    # and a small classifier on each candidate's close-up keeps or drops it: 5-8x fewer false
+    # plate boxes and more recall on plates like its training data, but it vetoes plates
+    # unlike them (measured: redact/models/MODEL_CARD.md), so it is opt-in. on: with the
+    # thresholds calibrated for the model file in use (the packaged streetveil models, fp32
+    # and int8; for other files set plate_verify_threshold, else the detector is refused);
+    # plate_threshold, when set, replaces the proposal threshold. off: plate scores alone.
+    plate_verify: Literal["off", "on"] = "off"
     plate_verify_threshold: float | None = Field(default=None, ge=0, lt=1)
     # 360° equirectangular panoramas wrap at the left/right seam. auto: width == 2 x height.
     panorama: Literal["auto", "yes", "no"] = "auto"

@@ -159,8 +159,8 @@ def streetveil_plate_threshold(path: Path) -> float:
 
 def plate_verification(cfg: DetectorSection) -> Calibration | None:
     """The plate verifier's thresholds for ``cfg`` (redact/verify.py), None when plates are
-    not verified: off in the config, another plate backend, or a streetveil model file the
-    verifier was not calibrated with (unless plate_verify_threshold is set)."""
+    not verified (off in the config, or no streetveil plates). Asked for on a model file the
+    verifier was not calibrated with, and without plate_verify_threshold: ModelError."""
     if cfg.plate_verify == "off" or cfg.backend != "streetveil" or cfg.resolved_plate_backend() != "same":
         return None
     from redact.verify import META_PREFIX, VERIFIER_MODEL, Calibration
@@ -169,7 +169,9 @@ def plate_verification(cfg: DetectorSection) -> Calibration | None:
     run_file = int8_path(path) if cfg.resolved_precision() == "int8" else path
     raw = model_metadata(_require_file(VERIFIER_MODEL, "plate verifier")).get(META_PREFIX + sha256_file(run_file))
     if raw is None and cfg.plate_verify_threshold is None:
-        return None
+        raise ModelError(f"plate_verify = \"on\": the plate verifier {VERIFIER_MODEL.name} was not calibrated for "
+                         f"{run_file}; set plate_verify_threshold (and measure recall), or rebuild the verifier "
+                         "with python scripts/train_plates.py --verifier")
     try:
         own = Calibration.decode(raw) if raw is not None else None
     except ValueError:

@@ -158,18 +158,15 @@ def test_default_config_runs_the_combined_model_at_its_calibrated_plate_threshol
     assert DEFAULT_BACKEND == "streetveil"
     (det,) = build_detectors(DetectorSection(), threads=1)  # one pass for faces and plates
     assert det.name == "streetveil" and det.classes == ("face", "plate")
-    # The default runs the int8 variant with plate verification, proposing at the threshold
-    # calibrated for that file and the verifier; without verification, at the file's own.
-    verified = plate_verification(DetectorSection())
-    assert verified is not None
-    calibrated = verified.proposal
+    # The default runs the int8 variant, at the threshold that file states (plates are not
+    # verified unless asked for; then the proposal threshold calibrated with the verifier).
+    calibrated = float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
     assert det.thresholds == {"face": DetectorSection().face_threshold, "plate": calibrated}
-    (alone,) = build_detectors(DetectorSection(plate_verify="off"), threads=1)
-    assert alone.thresholds["plate"] == float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
-    (fp32,) = build_detectors(DetectorSection(precision="fp32", plate_verify="off"), threads=1)
-    assert fp32.thresholds["plate"] == float(_metadata(STREETVEIL_MODEL)["streetveil.plate_threshold"])
     (fp32,) = build_detectors(DetectorSection(precision="fp32"), threads=1)
-    assert fp32.thresholds["plate"] == plate_verification(DetectorSection(precision="fp32")).proposal  # type: ignore[union-attr]
+    assert fp32.thresholds["plate"] == float(_metadata(STREETVEIL_MODEL)["streetveil.plate_threshold"])
+    for cfg in (DetectorSection(plate_verify="on"), DetectorSection(plate_verify="on", precision="fp32")):
+        (verified,) = build_detectors(cfg, threads=1)
+        assert verified.thresholds["plate"] == plate_verification(cfg).proposal  # type: ignore[union-attr]
     # A configured plate threshold wins over the model's own.
     other = round(0.9 - calibrated / 2, 3)
     (det,) = build_detectors(DetectorSection(plate_threshold=other), threads=1)
@@ -388,9 +385,9 @@ def test_default_streetveil_runs_its_int8_variant_and_finds_faces_and_plates(
     assert DetectorSection(weights=STREETVEIL_MODEL).resolved_precision() == "fp32"
     assert DetectorSection(runtime="torch").resolved_precision() == "fp32"
     (det,) = build_detectors(cfg, threads=1)
-    assert "-int8+fp32-refine+verify-" in det.version and det.weights_sha256 == _sha256(int8_path(STREETVEIL_MODEL))
-    # The proposal threshold calibrated for the int8 file (with the verifier) is in effect.
-    assert det.thresholds["plate"] == plate_verification(cfg).proposal  # type: ignore[union-attr]
+    assert det.version.endswith("-int8+fp32-refine") and det.weights_sha256 == _sha256(int8_path(STREETVEIL_MODEL))
+    # The int8 variant's own calibrated threshold is the one in effect.
+    assert det.thresholds["plate"] == float(_metadata(int8_path(STREETVEIL_MODEL))["streetveil.plate_threshold"])
     labels, d = group
     name = sorted(labels)[0]
     assert _recall(det(_rgb(d / name)).of("face"), labels[name]) >= 0.85

@@ -43,7 +43,7 @@ def test_no_plate_detector_is_a_visible_warning(caplog: pytest.LogCaptureFixture
 
 
 def test_info_and_model_hash_describe_the_detectors(redactor: Redactor) -> None:
-    from redact.detectors import plate_verification
+    from redact.detectors import int8_path, streetveil_path, streetveil_plate_threshold
 
     info = redactor.info
     assert [(d["name"], d["classes"]) for d in info["detectors"]] == [("streetveil", ["face", "plate"])]
@@ -52,11 +52,8 @@ def test_info_and_model_hash_describe_the_detectors(redactor: Redactor) -> None:
     # model's calibrated default (the config leaves it unset).
     cfg = RedactConfig().detector
     assert cfg.plate_threshold is None
-    assert cfg.resolved_precision() == "int8"
-    # The int8 variant with plate verification: the proposal threshold calibrated for them.
-    verified = plate_verification(cfg)
-    assert verified is not None
-    want = {"face": cfg.face_threshold, "plate": verified.proposal}
+    assert cfg.resolved_precision() == "int8"  # the int8 variant states its own threshold
+    want = {"face": cfg.face_threshold, "plate": streetveil_plate_threshold(int8_path(streetveil_path(cfg)))}
     assert info["thresholds"] == want and info["detectors"][0]["thresholds"] == want
     assert info["threshold_source"] == {"face": "config", "plate": "model default"}
     assert info["precision"] == cfg.resolved_precision()

@@ -18,6 +18,7 @@ from redact.detectors import (
     plate_verification,
     streetveil_plate_threshold,
 )
+from redact.errors import ModelError
 from redact.train import data, evaluate
 from redact.train import verify as tv
 from redact.verify import CROP_SIZE, VERIFIER_MODEL, Calibration, PlateVerifier, crop_window, crops
@@ -115,18 +116,19 @@ def test_shipped_verifier_is_calibrated_for_both_packaged_detectors() -> None:
 
 
 def test_config_resolves_verification(tmp_path: Path) -> None:
-    own = plate_verification(DetectorSection())
+    assert plate_verification(DetectorSection()) is None  # opt-in
+    own = plate_verification(DetectorSection(plate_verify="on"))
     assert own is not None
-    assert plate_verification(DetectorSection(plate_verify="off")) is None
-    assert plate_verification(DetectorSection(backend="centerface")) is None
-    assert plate_verification(DetectorSection(plate_threshold=0.3)) == Calibration(0.3, own.verify)
-    # Weights the verifier was never calibrated with: no verification unless asked for.
+    assert plate_verification(DetectorSection(plate_verify="on", backend="centerface")) is None
+    assert plate_verification(DetectorSection(plate_verify="on", plate_threshold=0.3)) == Calibration(0.3, own.verify)
+    # Weights the verifier was never calibrated with: refused unless a threshold is given.
     m = onnx.load(str(STREETVEIL_MODEL))
     m.metadata_props.add(key="test.note", value="another file")
     other = tmp_path / "other.onnx"
     onnx.save(m, str(other))
-    assert plate_verification(DetectorSection(weights=other)) is None
-    asked = plate_verification(DetectorSection(weights=other, plate_verify_threshold=0.5))
+    with pytest.raises(ModelError, match=r"not calibrated for .*other\.onnx"):
+        plate_verification(DetectorSection(plate_verify="on", weights=other))
+    asked = plate_verification(DetectorSection(plate_verify="on", weights=other, plate_verify_threshold=0.5))
     assert asked == Calibration(streetveil_plate_threshold(other), 0.5)
 
 
@@ -138,9 +140,9 @@ def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared:
 
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     _, val = data.time_split(frames)
-    on = Redactor(RedactConfig(), threads=1)
-    off = Redactor(RedactConfig(detector=DetectorSection(plate_verify="off")), threads=1)
-    cal = plate_verification(DetectorSection())
+    on = Redactor(RedactConfig(detector=DetectorSection(plate_verify="on")), threads=1)
+    off = Redactor(RedactConfig(), threads=1)
+    cal = plate_verification(DetectorSection(plate_verify="on"))
     assert cal is not None
     info = on.info["detectors"][0]
     assert info["verify"] == {"plate": cal.verify} and "+verify-" in info["version"]
@@ -160,15 +162,35 @@ def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared:
 
 
 def test_a_missing_verifier_file_is_a_clear_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail closed: without its verifier the default plate setup does not quietly run
-    unverified (a different, unmeasured setup); it stops, naming the file."""
+    """Verification asked for without its file does not quietly run unverified; it stops,
+    naming the file. The default (no verification) does not need the file."""
     import redact.verify
     from redact.detectors import build_detectors
-    from redact.errors import ModelError
 
     missing = tmp_path / "streetveil-plate-verify-v1.onnx"
     monkeypatch.setattr(redact.verify, "VERIFIER_MODEL", missing)
     with pytest.raises(ModelError, match=r"plate verifier not found: .*streetveil-plate-verify-v1\.onnx"):
-        build_detectors(DetectorSection(), threads=1)
-    (det,) = build_detectors(DetectorSection(plate_verify="off"), threads=1)  # asked for: runs
+        build_detectors(DetectorSection(plate_verify="on"), threads=1)
+    (det,) = build_detectors(DetectorSection(), threads=1)
     assert "verify" not in det.version
+
+
+def test_the_verifier_vetoes_plates_unlike_its_training_data() -> None:
+    """Why verification is opt-in: the demo sample's plates (drawn with Pillow's font on flat
+    cartoon cars, a renderer the verifier never saw) are all found by the model alone, and
+    many are vetoed by the verifier. This test pins the measured weakness (MODEL_CARD.md); if
+    a better verifier stops vetoing them, this test fails and the default can be revisited."""
+    from pipeline.sample import draw_frame
+    from redact.engine import Redactor
+
+    z = np.zeros((0, 4), np.float32)
+    tallies = {}
+    for name, cfg in (("off", DetectorSection()), ("on", DetectorSection(plate_verify="on"))):
+        r, t = Redactor(RedactConfig(detector=cfg), threads=1), evaluate.Tally()
+        for i in range(0, 24, 2):
+            img, truth = draw_frame(i)
+            d = r.detectors[0](img).of("plate")
+            t.add(np.array(truth.plates, np.float32).reshape(-1, 4), z, z, np.array(d.xyxy), np.array(d.score))
+        tallies[name] = t.recall() or 0.0
+    assert tallies["off"] >= 0.95, tallies
+    assert tallies["on"] < 0.85, tallies
