@@ -157,28 +157,31 @@ def streetveil_plate_threshold(path: Path) -> float:
     return value
 
 
+def _run_file(cfg: DetectorSection) -> Path:
+    """The streetveil model file ``cfg`` runs: the fp32 file or its int8 copy."""
+    path = streetveil_path(cfg)
+    return int8_path(path) if cfg.resolved_precision() == "int8" else path
+
+
 def plate_verification(cfg: DetectorSection) -> Calibration | None:
     """The plate verifier's thresholds for ``cfg`` (redact/verify.py), None when plates are
     not verified (off in the config, or no streetveil plates). Asked for on a model file the
     verifier was not calibrated with, and without plate_verify_threshold: ModelError."""
     if cfg.plate_verify == "off" or cfg.backend != "streetveil" or cfg.resolved_plate_backend() != "same":
         return None
-    from redact.verify import META_PREFIX, VERIFIER_MODEL, Calibration
+    from redact.verify import VERIFIER_MODEL, Calibration, stated_calibration
 
-    path = streetveil_path(cfg)
-    run_file = int8_path(path) if cfg.resolved_precision() == "int8" else path
-    raw = model_metadata(_require_file(VERIFIER_MODEL, "plate verifier")).get(META_PREFIX + sha256_file(run_file))
-    if raw is None and cfg.plate_verify_threshold is None:
-        raise ModelError(f"plate_verify = \"on\": the plate verifier {VERIFIER_MODEL.name} was not calibrated for "
-                         f"{run_file}; set plate_verify_threshold (and measure recall), or rebuild the verifier "
-                         "with python scripts/train_plates.py --verifier")
-    try:
-        own = Calibration.decode(raw) if raw is not None else None
-    except ValueError:
-        raise ModelError(f"{VERIFIER_MODEL}: calibration for {run_file.name} is {raw!r}, not two thresholds") from None
-    proposal = cfg.plate_threshold or (own.proposal if own else streetveil_plate_threshold(run_file))
-    verify = cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify  # type: ignore[union-attr]
-    return Calibration(proposal, verify)
+    run_file = _run_file(cfg)
+    meta = model_metadata(_require_file(VERIFIER_MODEL, "plate verifier"))
+    own = stated_calibration(meta, sha256_file(run_file), VERIFIER_MODEL)
+    if own is None:
+        if cfg.plate_verify_threshold is None:
+            raise ModelError(f"plate_verify = \"on\": the plate verifier {VERIFIER_MODEL.name} was not calibrated "
+                             f"for {run_file}; set plate_verify_threshold (and measure recall), or rebuild the "
+                             "verifier with python scripts/train_plates.py --verifier")
+        return Calibration(cfg.plate_threshold or streetveil_plate_threshold(run_file), cfg.plate_verify_threshold)
+    return Calibration(cfg.plate_threshold or own.proposal,
+                       cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify)
 
 
 def plate_threshold(cfg: DetectorSection) -> float:
@@ -191,9 +194,8 @@ def plate_threshold(cfg: DetectorSection) -> float:
         verification = plate_verification(cfg)
         if verification is not None:
             return verification.proposal
-        path = streetveil_path(cfg)
         # An int8 variant states its own threshold (its plate branch may be trained anew).
-        return streetveil_plate_threshold(int8_path(path) if cfg.resolved_precision() == "int8" else path)
+        return streetveil_plate_threshold(_run_file(cfg))
     return FALLBACK_PLATE_THRESHOLD
 
 

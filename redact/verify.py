@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,19 @@ class Calibration:
         return cls(float(a), float(b))
 
 
+def stated_calibration(metadata: Mapping[str, str], detector_sha256: str, source: Path) -> Calibration | None:
+    """The thresholds a verifier file's ``metadata`` states for the detector file with this
+    sha256 (None: not calibrated for it); ModelError naming ``source`` when malformed."""
+    raw = metadata.get(META_PREFIX + detector_sha256)
+    if raw is None:
+        return None
+    try:
+        return Calibration.decode(raw)
+    except ValueError:
+        raise ModelError(f"{source}: metadata {META_PREFIX}{detector_sha256[:12]}... is {raw!r}, "
+                         "not two thresholds") from None
+
+
 class PlateVerifier:
     """The verifier ONNX model on onnxruntime CPU (a few crops per frame: ~1 ms)."""
 
@@ -107,14 +121,7 @@ class PlateVerifier:
 
     def calibration(self, detector_sha256: str) -> Calibration | None:
         """The thresholds calibrated for the detector file with this sha256, if any."""
-        raw = self.metadata.get(META_PREFIX + detector_sha256)
-        if raw is None:
-            return None
-        try:
-            return Calibration.decode(raw)
-        except ValueError:
-            raise ModelError(f"{self.path}: metadata {META_PREFIX}{detector_sha256[:12]}... is {raw!r}, "
-                             "not two thresholds") from None
+        return stated_calibration(self.metadata, detector_sha256, self.path)
 
     def scores(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """[N] probability that each box is a plate."""

@@ -150,6 +150,12 @@ def sign_hits(signs: np.ndarray, dets: np.ndarray) -> np.ndarray:
     return ((iou >= MATCH_IOU) | (cover >= 0.5)).any(axis=1)
 
 
+def f_beta(precision: float, recall: float, beta: float = 2.0) -> float:
+    """F-beta (recall counted beta² times precision; 0 when both are 0)."""
+    b2 = beta ** 2
+    return (1 + b2) * precision * recall / (b2 * precision + recall) if precision + recall > 0 else 0.0
+
+
 def evaluate_scenes(runner: Runner, scenes: Iterable[Scene], threshold: float) -> Tally:
     t = Tally()
     for sc in scenes:

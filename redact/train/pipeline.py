@@ -80,12 +80,10 @@ def calibrate(runner: evaluate.PlateRunner, scenes: list[data.Scene],
     rows = evaluate.scene_scores(runner, scenes)
     table: dict[str, Any] = {}
     best, best_f = THRESHOLD_GRID[0], -1.0
-    b2 = CALIB_BETA ** 2
     for t in THRESHOLD_GRID:
         tally = evaluate.tally_at(rows, t)
         d = tally.as_dict()
-        r, p = d["recall_ge16"] or 0.0, d["precision"] or 0.0
-        f = (1 + b2) * p * r / (b2 * p + r) if p + r > 0 else 0.0
+        f = evaluate.f_beta(d["precision"] or 0.0, d["recall_ge16"] or 0.0, CALIB_BETA)
         table[f"{t:.2f}"] = {"recall_ge16": d["recall_ge16"], "precision": d["precision"], "f2": round(f, 4),
                              "false_per_image": d["false_per_image"], "signs_detected": tally.signs_hit}
         if f > best_f:
@@ -263,8 +261,10 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
     for name, path in detectors.items():
         runner = evaluate.PlateRunner(path, cfg.eval_threads)
         own = streetveil_plate_threshold(path)
-        target = evaluate.tally_at(evaluate.scene_scores(runner, scenes), own).as_dict()
         rows = verify.scene_rows(runner, score_fn, scenes)
+        # The model alone at its own threshold (>= the harvest threshold): the same detections
+        # a separate run would give, so the scenes go through the model once.
+        target = verify.tally(rows, own, 0.0).as_dict()
         cal, table = verify.calibrate(rows, target["recall_ge16"] or 0.0)
         cals[sha256_file(path)] = cal
         record_cal[name] = {"detector": path.name, "alone": {"threshold": own, **target},

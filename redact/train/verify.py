@@ -289,11 +289,9 @@ def scene_rows(runner: evaluate.PlateRunner, score_fn: Any, scenes: list[data.Sc
 
 
 def tally(rows: list[Row], proposal: float, verify: float) -> evaluate.Tally:
-    t = evaluate.Tally()
-    for gt, extra, signs, dets, s, v in rows:
-        k = (s >= proposal) & (v >= verify)
-        t.add(gt, extra, signs, dets[k], s[k])
-    return t
+    """``evaluate.tally_at`` of the proposals the verifier keeps at ``verify``."""
+    return evaluate.tally_at([(gt, extra, signs, dets[v >= verify], s[v >= verify])
+                              for gt, extra, signs, dets, s, v in rows], proposal)
 
 
 def calibrate(rows: list[Row], target: float) -> tuple[Calibration, dict[str, Any]]:
@@ -307,8 +305,8 @@ def calibrate(rows: list[Row], target: float) -> tuple[Calibration, dict[str, An
         for v in VERIFY_GRID:
             d = tally(rows, p, v)
             row = d.as_dict()
-            r, pr = row["recall_ge16"] or 0.0, row["precision"] or 0.0
-            f2 = 5 * pr * r / (4 * pr + r) if pr + r > 0 else 0.0
+            r = row["recall_ge16"] or 0.0
+            f2 = evaluate.f_beta(row["precision"] or 0.0, r)
             table[f"{p:.2f}/{v:.2f}"] = {"recall_ge16": row["recall_ge16"], "recall_8_16": row["recall_8_16"],
                                          "precision": row["precision"], "f2": round(f2, 4),
                                          "false_per_image": row["false_per_image"], "signs_detected": d.signs_hit}
