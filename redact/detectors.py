@@ -377,10 +377,11 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
     verification = plate_verification(cfg) if "plate" in classes else None
     verifier = None
     if verification is not None:
-        from redact.verify import PlateVerifier
+        import redact.verify
 
-        # A few crops per frame: one thread, whatever the detector's runtime and device.
-        verifier = PlateVerifier(threads=1)
+        # A few crops per frame: one thread, whatever the detector's runtime and device. The
+        # file is looked up now, as plate_verification did, not bound at import.
+        verifier = redact.verify.PlateVerifier(redact.verify.VERIFIER_MODEL, threads=1)
         version += f"+verify-{verifier.sha256[:12]}"
     heads = tuple(face_head(cfg) if c == "face" else
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),

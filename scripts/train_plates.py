@@ -12,7 +12,7 @@ Needs the ``train`` extra (pip install -e '.[train]') and the Debian fonts
 backbone and face path, and the fp32 model's plate branch fine-tuned on the taps that int8
 backbone computes (defaults then: --epochs 3 --lr 1e-3, cache .cache/plates-int8).
 
-``--verifier`` builds ``streetveil-plate-verify-v1.onnx``, the second look at plate
+``--verifier`` builds ``streetveil-plate-verify-v2.onnx``, the second look at plate
 candidates (redact/verify.py), from the packaged detector files (defaults then: --epochs 6
 --lr 2e-3 --batch 128, harvest cache .cache/verify; about 40 min).
 """
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_verifier(VerifierRunConfig(
-                shared=a.shared, out=a.out or ROOT / "redact" / "models" / "streetveil-plate-verify-v1.onnx",
+                shared=a.shared, out=a.out or ROOT / "redact" / "models" / "streetveil-plate-verify-v2.onnx",
                 cache_dir=a.cache_dir or ROOT / ".cache" / "verify", scenes=a.scenes, seed=a.seed,
                 train=VerifierTrain(epochs=a.epochs or 6, batch=a.batch or 128, lr=a.lr or 2e-3, seed=a.seed,
                                     threads=a.threads),

@@ -59,6 +59,42 @@ def test_proposals_are_labelled_plate_clear_or_ignored() -> None:
     assert tv.label_proposals(np.zeros((0, 4), np.float32), dets).tolist() == [0, 0, 0, 0]
 
 
+def test_recoloured_surroundings_keep_the_candidate_and_spare_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    x = rng.uniform(0, 255, (n, 3, *CROP_SIZE)).astype(np.float32)
+    core = np.tile(np.array([[20, 15, 60, 25]], np.float32), (n, 1))  # a 4:1 candidate
+    y = (np.arange(n) % 5 == 0).astype(np.int8)
+    out = tv.recolour_surround(x, core, y, np.random.default_rng(1), p=0.5)
+    inside = (slice(None), slice(None), slice(14, 26), slice(19, 61))  # the core and its 1 px margin
+    np.testing.assert_array_equal(out[inside], x[inside])  # the candidate itself is never touched
+    changed = (out != x).any(axis=(1, 2, 3))
+    assert 0.4 < changed.mean() < 0.6
+    assert (out[changed][:, :, :14] != x[changed][:, :, :14]).all(axis=(1, 2)).mean() > 0.9
+    assert out.min() >= 0 and out.max() <= 255
+    np.testing.assert_array_equal(tv.recolour_surround(x, core, y, rng, p=0.0), x)
+
+
+def test_a_plates_core_is_the_plate_in_close_up_pixels() -> None:
+    box = np.array([[100, 100, 180, 140]], np.float32)  # 2:1: fills the middle half
+    np.testing.assert_allclose(tv.core_in_crop(box, box)[0], [20, 10, 60, 30])
+    moved = box + np.array([10, 0, 10, 0], np.float32)
+    assert tv.union(moved, box).tolist() == [[100, 100, 190, 140]]
+
+
+def test_repaint_around_paints_the_body_and_keeps_the_plates() -> None:
+    from redact.train.pipeline import repaint_around
+
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), np.uint8)
+    boxes = np.array([[100, 100, 140, 120], [130, 90, 150, 100]], np.float32)  # overlapping bodies
+    out = repaint_around(img, boxes, (38, 120, 58), np.random.default_rng(1))
+    for x1, y1, x2, y2 in boxes.astype(int):
+        np.testing.assert_array_equal(out[y1:y2, x1:x2], img[y1:y2, x1:x2])
+    body = out[70:100, 50:95].reshape(-1, 3).astype(float)  # left of the first plate, above it
+    assert np.abs(body.mean(0) - (38, 120, 58)).max() < 3
+    np.testing.assert_array_equal(out[:50], img[:50])  # far from every plate: untouched
+
+
 def test_calibration_keeps_recall_and_drops_what_only_the_verifier_rejects() -> None:
     gt = np.array([[100, 100, 180, 140], [300, 100, 380, 140]], np.float32)
     z = np.zeros((0, 4), np.float32)
@@ -167,30 +203,59 @@ def test_a_missing_verifier_file_is_a_clear_model_error(tmp_path: Path, monkeypa
     import redact.verify
     from redact.detectors import build_detectors
 
-    missing = tmp_path / "streetveil-plate-verify-v1.onnx"
+    missing = tmp_path / "streetveil-plate-verify-v2.onnx"
     monkeypatch.setattr(redact.verify, "VERIFIER_MODEL", missing)
-    with pytest.raises(ModelError, match=r"plate verifier not found: .*streetveil-plate-verify-v1\.onnx"):
+    with pytest.raises(ModelError, match=r"plate verifier not found: .*streetveil-plate-verify-v2\.onnx"):
         build_detectors(DetectorSection(plate_verify="on"), threads=1)
     (det,) = build_detectors(DetectorSection(), threads=1)
     assert "verify" not in det.version
 
 
-def test_the_verifier_vetoes_plates_unlike_its_training_data() -> None:
-    """Why verification is opt-in: the demo sample's plates (drawn with Pillow's font on flat
-    cartoon cars, a renderer the verifier never saw) are all found by the model alone, and
-    many are vetoed by the verifier. This test pins the measured weakness (MODEL_CARD.md); if
-    a better verifier stops vetoing them, this test fails and the default can be revisited."""
-    from pipeline.sample import draw_frame
+def _verified_and_alone(scenes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, evaluate.Tally]:
+    """Plate tallies of the engine's detector with and without verification over (image, plates)."""
     from redact.engine import Redactor
 
     z = np.zeros((0, 4), np.float32)
-    tallies = {}
+    out = {}
     for name, cfg in (("off", DetectorSection()), ("on", DetectorSection(plate_verify="on"))):
         r, t = Redactor(RedactConfig(detector=cfg), threads=1), evaluate.Tally()
-        for i in range(0, 24, 2):
-            img, truth = draw_frame(i)
+        for img, plates in scenes:
             d = r.detectors[0](img).of("plate")
-            t.add(np.array(truth.plates, np.float32).reshape(-1, 4), z, z, np.array(d.xyxy), np.array(d.score))
-        tallies[name] = t.recall() or 0.0
-    assert tallies["off"] >= 0.95, tallies
-    assert tallies["on"] < 0.85, tallies
+            t.add(plates, z, z, np.array(d.xyxy), np.array(d.score))
+        out[name] = t
+    return out
+
+
+def test_the_verifier_keeps_real_plates_on_cars_of_any_paint(shared: Path) -> None:
+    """Held-out real plates with the car around them repainted (green, blue, white): v1 of the
+    verifier, which learned that green or blue surroundings mean foliage or sky, kept none of
+    the green ones (0.00, 0.11 blue, 0.64 white; MODEL_CARD.md); v2 is trained with recoloured
+    surroundings. Fails if a rebuilt verifier judges a plate by its car's colour again."""
+    from redact.train.pipeline import CAR_PAINTS, repaint_around
+
+    frames = [f for f in data.time_split(data.load_dashcam(shared / "plates-dashcam-ro"))[1] if len(f.boxes)][::4]
+    rng = np.random.default_rng(0)
+    for paint in ("green", "blue", "white"):
+        scenes = [(repaint_around(data.read_rgb(f.path), f.boxes, CAR_PAINTS[paint], rng), f.boxes) for f in frames]
+        t = _verified_and_alone(scenes)
+        assert sum(t["on"].total.values()) >= 20
+        on, off = t["on"].recall() or 0.0, t["off"].recall() or 0.0
+        assert on >= 0.85 and on >= off - 0.1, (paint, t["on"].as_dict(), t["off"].as_dict())
+
+
+def test_the_verifier_vetoes_plates_unlike_its_training_data() -> None:
+    """Why verification stays opt-in: the demo sample's plates (its own renderer: Latin text
+    in Pillow's font on flat cartoon cars, never used in training) are all found by the model
+    alone, and some are vetoed by the verifier (v1: 0.60, v2: 0.85 of 48; MODEL_CARD.md). This
+    test pins the measured weakness; if a better verifier stops vetoing them, it fails and the
+    default can be revisited."""
+    from pipeline.sample import draw_frame
+
+    scenes = []
+    for i in range(24):
+        img, truth = draw_frame(i)
+        scenes.append((img, np.array(truth.plates, np.float32).reshape(-1, 4)))
+    t = _verified_and_alone(scenes)
+    on, off = t["on"].recall() or 0.0, t["off"].recall() or 0.0
+    assert off >= 0.95, t["off"].as_dict()
+    assert on <= off - 0.05, (t["on"].as_dict(), t["off"].as_dict())
