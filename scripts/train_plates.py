@@ -27,6 +27,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def demo_sample_scenes() -> dict:
+    """The demo session's 24 frames (pipeline/sample.py: its own plate renderer, Latin text in
+    Pillow's font on flat cartoon cars, never used in training) with their plates and road
+    sign: the verifier report's ``ood/demo_sample``."""
+    import numpy as np
+
+    from pipeline.sample import draw_frame
+    from redact.train.data import Scene
+
+    z = np.zeros((0, 4), np.float32)
+    scenes = []
+    for i in range(24):
+        img, truth = draw_frame(i)
+        scenes.append(Scene(img, np.array(truth.plates, np.float32).reshape(-1, 4), z,
+                            np.array(truth.signs, np.float32).reshape(-1, 4), f"sample-{i:02d}"))
+    return {"demo_sample": scenes}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=a.cache_dir or ROOT / ".cache" / "verify", scenes=a.scenes, seed=a.seed,
                 train=VerifierTrain(epochs=a.epochs or 6, batch=a.batch or 128, lr=a.lr or 2e-3, seed=a.seed,
                                     threads=a.threads),
-                workers=a.workers, report=a.report))
+                workers=a.workers, report=a.report, extra_scenes=demo_sample_scenes))
         except (RedactError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,30 +148,17 @@ def repaint_around(rgb: np.ndarray, boxes: np.ndarray, paint: tuple[int, int, in
 
 
 def out_of_distribution_scenes(frames: list[data.Frame], seed: int) -> dict[str, list[data.Scene]]:
-    """Plates in surroundings the training never showed, the checks a learnt second look must
-    pass before it can decide alone (held-out frames only):
-
-    - ``car_paint/<paint>``: the real labelled plates of ``frames`` on car bodies of one paint;
-    - ``demo_sample``: the demo session's frames (``pipeline.sample``: its own plate renderer,
-      Pillow's font on flat cartoon cars, never used in training), plates and its road sign.
-    """
-    from pipeline.sample import draw_frame  # deliberately another renderer than redact.train.render
-
+    """Plates in surroundings the training never showed, a check a learnt second look must
+    pass before it can decide alone: ``car_paint/<paint>``, the real labelled plates of the
+    held-out ``frames`` on car bodies of one paint. (The other, plates from another renderer,
+    comes from the caller: ``VerifierRunConfig.extra_scenes``.)"""
     rng = np.random.default_rng([seed, VAL_STREAM, 2])
     z = np.zeros((0, 4), np.float32)
     with_plates = [f for f in frames if len(f.boxes)][::2]
     images = {f.key: data.read_rgb(f.path) for f in with_plates}
-    out: dict[str, list[data.Scene]] = {
-        f"car_paint/{name}": [data.Scene(repaint_around(images[f.key], f.boxes, paint, rng), f.boxes, z, z, f.key)
-                              for f in with_plates]
-        for name, paint in CAR_PAINTS.items()}
-    sample = []
-    for i in range(24):
-        img, truth = draw_frame(i)
-        sample.append(data.Scene(img, np.array(truth.plates, np.float32).reshape(-1, 4), z,
-                                 np.array(truth.signs, np.float32).reshape(-1, 4), f"sample-{i:02d}"))
-    out["demo_sample"] = sample
-    return out
+    return {f"car_paint/{name}": [data.Scene(repaint_around(images[f.key], f.boxes, paint, rng), f.boxes, z, z, f.key)
+                                  for f in with_plates]
+            for name, paint in CAR_PAINTS.items()}
 
 
 def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
@@ -185,9 +173,11 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
 
 
 def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
-           verifier: tuple[Path, float] | None = None) -> dict[str, Any]:
+           verifier: tuple[Path, float] | None = None,
+           extra: Mapping[str, list[data.Scene]] | None = None) -> dict[str, Any]:
     """Every validation number of the model card, at ``threshold`` (with ``verifier``: the
-    verifier file and its threshold, proposals at ``threshold``)."""
+    verifier file and its threshold, proposals at ``threshold``); ``extra`` scene sets are
+    reported under ``ood/<name>`` too."""
     runner: evaluate.Runner = evaluate.PlateRunner(onnx_path, threads)
     if verifier is not None:
         from redact.verify import PlateVerifier
@@ -207,7 +197,7 @@ def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: 
         log.info("%s: %s", name, res[f"synthetic_val/{name}"])
     for name, scenes in plate_free_scenes(shared).items():
         res[f"plate_free/{name}"] = evaluate.evaluate_scenes(runner, scenes, threshold).as_dict()
-    for name, scenes in out_of_distribution_scenes(val_f, seed).items():
+    for name, scenes in {**out_of_distribution_scenes(val_f, seed), **(extra or {})}.items():
         res[f"ood/{name}"] = evaluate.evaluate_scenes(runner, scenes, threshold).as_dict()
     return res
 
@@ -283,6 +273,9 @@ class VerifierRunConfig:
     workers: int = 2
     eval_threads: int = 2
     report: Path | None = None
+    # More out-of-distribution scene sets for the report (scripts/train_plates.py: the demo
+    # session's frames, whose plate renderer lives in pipeline/, which redact must not import).
+    extra_scenes: Callable[[], dict[str, list[data.Scene]]] | None = None
 
 
 def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
@@ -335,9 +328,10 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
     log.info("verifier written to %s (harvest %.0f s, training %.0f s)", cfg.out, t_harvest, t_train)
     if cfg.report is not None:
         record["validation"] = {}
+        extra = cfg.extra_scenes() if cfg.extra_scenes else None
         for name, path in detectors.items():
             cal = cals[sha256_file(path)]
             record["validation"][name] = report(path, cfg.shared, cal.proposal, cfg.seed, cfg.eval_threads,
-                                                verifier=(cfg.out, cal.verify))
+                                                verifier=(cfg.out, cal.verify), extra=extra)
             cfg.report.write_text(json.dumps(record, indent=1, default=str))
     return record
