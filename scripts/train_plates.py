@@ -14,7 +14,7 @@ backbone computes (defaults then: --epochs 3 --lr 1e-3, cache .cache/plates-int8
 
 ``--verifier`` builds ``streetveil-plate-verify-v2.onnx``, the second look at plate
 candidates (redact/verify.py), from the packaged detector files (defaults then: --epochs 6
---lr 2e-3 --batch 128, harvest cache .cache/verify; about 40 min).
+--lr 2e-3 --batch 128, harvest cache .cache/verify; about 30 min with --report).
 """
 
 from __future__ import annotations

@@ -222,11 +222,11 @@ def recolour_surround(x: np.ndarray, core: np.ndarray, y: np.ndarray, rng: np.ra
               & (xs >= np.floor(c[:, 0, None, None]) - 1) & (xs < np.ceil(c[:, 2, None, None]) + 1))
     mode = rng.integers(0, 3, m)
     flat = rng.uniform(0, 255, (m, 3, 1, 1)) + rng.normal(0, 1, (m, 3, h, w)) * rng.uniform(0, 12, (m, 1, 1, 1))
-    cast = out[pick] * np.exp(rng.uniform(-1.0, 1.0, (m, 3, 1, 1)))
+    sub = out[pick]
+    cast = sub * np.exp(rng.uniform(-1.0, 1.0, (m, 3, 1, 1)))
     donors = np.flatnonzero(y == 0)
     other = out[donors[rng.integers(0, len(donors), m)]] if len(donors) else cast
     repaint = np.where((mode == 0)[:, None, None, None], flat, np.where((mode == 1)[:, None, None, None], cast, other))
-    sub = out[pick]
     outside = ~inside[:, None, :, :].repeat(3, 1)
     sub[outside] = repaint[outside]
     out[pick] = np.clip(sub, 0, 255)
@@ -236,7 +236,7 @@ def recolour_surround(x: np.ndarray, core: np.ndarray, y: np.ndarray, rng: np.ra
 # --- the classifier ----------------------------------------------------------------------------
 
 def build_net() -> Any:
-    """~60 k parameters; RGB 0-255 in, one logit out."""
+    """104,673 parameters; RGB 0-255 in, one logit out."""
     import torch
     from torch import nn
 
@@ -292,8 +292,8 @@ def train(h: Harvest, cfg: TrainConfig) -> Any:
             x = h.x[j].astype(np.float32)
             flip = rng.random(len(j)) < 0.5
             x[flip] = x[flip][..., ::-1]
-            core = h.core[j].copy()
-            core[flip, 0], core[flip, 2] = CROP_SIZE[1] - h.core[j][flip, 2], CROP_SIZE[1] - h.core[j][flip, 0]
+            core = h.core[j]  # a copy (fancy indexing): mirrored with its close-up
+            core[flip, 0], core[flip, 2] = CROP_SIZE[1] - core[flip, 2], CROP_SIZE[1] - core[flip, 0]
             gain = rng.uniform(0.6, 1.4, (len(j), 1, 1, 1)).astype(np.float32)
             bias = rng.uniform(-25, 25, (len(j), 1, 1, 1)).astype(np.float32)
             x = recolour_surround(np.clip(x * gain + bias, 0, 255), core, h.y[j], rng)
