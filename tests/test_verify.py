@@ -168,16 +168,26 @@ def test_config_resolves_verification(tmp_path: Path) -> None:
     assert asked == Calibration(streetveil_plate_threshold(other), 0.5)
 
 
-def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared: Path) -> None:
-    """On held-out dashcam frames (never trained or calibrated on), through the engine's
-    detector: with verification every labelled plate found without it is still found (within
-    one miss of scoring noise), with fewer boxes that match no label."""
+# As loaded (1280x720 frames fit the network input), and as 1080p frames (the whole-frame pass
+# sees them at 2/3, as scripts/eval_redact.py --as-large-frame 1.5), with the plates that
+# verification may lose against the detector alone: one (scoring noise) as loaded; in 1080p
+# frames v2 loses 4 of 110 (0.955 vs 0.991: it vetoes the looser boxes the 2/3 pass puts on
+# 16-26 px plates; MODEL_CARD.md, what was tried), so the bound there guards against worse.
+REGIMES = {"as-loaded": ({}, 1), "as-1080p": ({"input_scale": 2 / 3, "upscale": 1.0, "tile_above": 10**9}, 5)}
+
+
+@pytest.mark.parametrize("regime", sorted(REGIMES))
+def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared: Path, regime: str) -> None:
+    """On every held-out dashcam frame with plates (never trained or calibrated on), through
+    the engine's detector: with verification every labelled plate found without it is still
+    found (within the regime's allowance), with fewer boxes that match no label."""
     from redact.engine import Redactor
 
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     _, val = data.time_split(frames)
-    on = Redactor(RedactConfig(detector=DetectorSection(plate_verify="on")), threads=1)
-    off = Redactor(RedactConfig(), threads=1)
+    settings, allowed = REGIMES[regime]
+    on = Redactor(RedactConfig(detector=DetectorSection(plate_verify="on", **settings)), threads=1)
+    off = Redactor(RedactConfig(detector=DetectorSection(**settings)), threads=1)
     cal = plate_verification(DetectorSection(plate_verify="on"))
     assert cal is not None
     info = on.info["detectors"][0]
@@ -185,7 +195,7 @@ def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared:
     assert "verify" not in off.info["detectors"][0] and on.model_hash != off.model_hash
     z = np.zeros((0, 4), np.float32)
     tallies = {"on": evaluate.Tally(), "off": evaluate.Tally()}
-    for f in val[::4]:
+    for f in (f for f in val if len(f.boxes)):
         img = data.read_rgb(f.path)
         for name, r in (("on", on), ("off", off)):
             d = r.detectors[0](img).of("plate")
@@ -193,7 +203,7 @@ def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared:
     t_on, t_off = tallies["on"], tallies["off"]
     assert t_on.images >= 20 and sum(t_on.total.values()) >= 25
     found_on, found_off = sum(t_on.found.values()), sum(t_off.found.values())
-    assert found_on >= found_off - 1, (t_on.as_dict(), t_off.as_dict())
+    assert found_on >= found_off - allowed, (t_on.as_dict(), t_off.as_dict())
     assert t_on.false < t_off.false, (t_on.as_dict(), t_off.as_dict())
 
 

@@ -260,7 +260,7 @@ def build_net() -> Any:
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 6  # as scripts/train_plates.py --verifier
     batch: int = 128
     lr: float = 2e-3
     seed: int = 20261126
