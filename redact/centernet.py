@@ -116,6 +116,9 @@ class ClassHead:
     # Verification (redact/verify.py): a candidate at or above ``threshold`` is kept only when
     # the detector's verifier scores its close-up at ``verify`` or more.
     verify: float | None = None
+    # The class's threshold without verification: vetoed candidates scoring below it are not
+    # reported (``detect_with_vetoes``), since unverified they would not be redacted either.
+    unverified: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,13 @@ class CenterNetDetector:
                                  refine_net=self.refine_net, verifier=self.verifier)
 
     def __call__(self, rgb: np.ndarray) -> Detections:
+        return self.detect_with_vetoes(rgb)[0]
+
+    def detect_with_vetoes(self, rgb: np.ndarray) -> tuple[Detections, Detections]:
+        """The detections, and the candidates a verifier vetoed that the detector alone would
+        have kept (at or above the head's ``unverified`` threshold): not redacted, and what a
+        reviewer judging the verifier on their own camera needs to see. Without verification
+        the second part is empty."""
         h, w = rgb.shape[:2]
         margin = wrap_margin(w, self.params)
         src = np.concatenate([rgb, rgb[:, :margin]], axis=1) if margin else rgb
@@ -218,7 +228,7 @@ class CenterNetDetector:
                         [win.x0, win.y0, win.x0, win.y0], np.float32
                     )
                     per_class[hd.name].append((xyxy, score))
-        out = []
+        out, vetoed = [], []
         for hd in self.heads:
             parts = per_class[hd.name]
             if not parts:
@@ -241,9 +251,13 @@ class CenterNetDetector:
             if hd.verify is not None and final.any():
                 assert self.verifier is not None
                 idx = np.flatnonzero(final)
-                final[idx[self.verifier(rgb, xyxy[idx]) < hd.verify]] = False
+                veto = idx[self.verifier(rgb, xyxy[idx]) < hd.verify]
+                final[veto] = False
+                if hd.unverified is not None:
+                    veto = veto[score[veto] >= hd.unverified]
+                vetoed.append(Detections.of_class(xyxy[veto], score[veto], hd.name))
             out.append(Detections.of_class(xyxy[final], score[final], hd.name))
-        return Detections.concat(out)
+        return Detections.concat(out), Detections.concat(vetoed)
 
     def _refine(self, rgb: np.ndarray, xyxy: np.ndarray, score: np.ndarray, hd: ClassHead) -> tuple[np.ndarray, np.ndarray]:
         """Re-score candidates in [low, high) on close-up crops (see ``Refine``)."""

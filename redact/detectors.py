@@ -385,7 +385,8 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
         version += f"+verify-{verifier.sha256[:12]}"
     heads = tuple(face_head(cfg) if c == "face" else
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
-                            verify=verification.verify if verification else None)
+                            verify=verification.verify if verification else None,
+                            unverified=streetveil_plate_threshold(_run_file(cfg)) if verification else None)
                   for c in classes)
     return CenterNetDetector(
         net,

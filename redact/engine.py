@@ -147,17 +147,27 @@ class Redactor:
         were trained; boxes are mapped back to the stored pixel grid. ``classes`` (for
         evaluation) skips detectors that find none of them and drops other classes.
         """
+        return self.detect_with_vetoes(image, classes=classes)[0]
+
+    def detect_with_vetoes(self, image: DecodedImage, *,
+                           classes: Sequence[str] | None = None) -> tuple[Detections, Detections]:
+        """``detect``, and the candidates a plate verifier vetoed (not redacted; for QA), both
+        in stored pixels. Detectors without a verifier veto nothing."""
         view = np.ascontiguousarray(to_display(image.rgb, image.orientation))
         dets_for = self._detectors_for(view.shape[1], view.shape[0])
         if classes is not None:
             dets_for = [d for d in dets_for if set(d.classes) & set(classes)]
-        dets = Detections.concat([d(view) for d in dets_for])
-        if classes is not None:
-            dets = dets.select(np.isin(dets.cls, [class_index(c) for c in classes]))
-        if image.orientation != 1 and len(dets):
-            xyxy = boxes_to_stored(dets.xyxy, image.orientation, image.width, image.height)
-            dets = Detections(xyxy, dets.score, dets.cls)
-        return dets
+        found = [d.detect_with_vetoes(view) if hasattr(d, "detect_with_vetoes") else (d(view), Detections.empty())
+                 for d in dets_for]
+        out = []
+        for dets in (Detections.concat([f[0] for f in found]), Detections.concat([f[1] for f in found])):
+            if classes is not None:
+                dets = dets.select(np.isin(dets.cls, [class_index(c) for c in classes]))
+            if image.orientation != 1 and len(dets):
+                xyxy = boxes_to_stored(dets.xyxy, image.orientation, image.width, image.height)
+                dets = Detections(xyxy, dets.score, dets.cls)
+            out.append(dets)
+        return out[0], out[1]
 
     def render(self, image: DecodedImage, detections: Detections, *, geotag: Geotag | None = None) -> bytes:
         """Redact ``detections`` in ``image``, clean its EXIF (writing ``geotag`` if given and

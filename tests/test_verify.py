@@ -207,6 +207,32 @@ def test_engine_verification_keeps_held_out_plates_and_drops_false_boxes(shared:
     assert t_on.false < t_off.false, (t_on.as_dict(), t_off.as_dict())
 
 
+def test_vetoed_plates_are_what_verification_took_from_the_detector_alone(shared: Path) -> None:
+    """``detect_with_vetoes`` reports the candidates the verifier vetoed that the detector
+    alone would have redacted (for the QA sheet): each is a box the unverified setup keeps,
+    none is kept with verification; without verification nothing is vetoed."""
+    from redact.boxes import iou_matrix
+    from redact.engine import Redactor
+
+    _, val = data.time_split(data.load_dashcam(shared / "plates-dashcam-ro"))
+    on = Redactor(RedactConfig(detector=DetectorSection(plate_verify="on")), threads=1)
+    off = Redactor(RedactConfig(), threads=1)
+    vetoed = 0
+    for f in val[::10]:
+        img = on.decode(f.path.read_bytes(), name=f.path.name)
+        kept, veto = on.detect_with_vetoes(img)
+        assert np.array_equal(kept.xyxy, on.detect(img).xyxy)
+        alone = off.detect(img).of("plate")
+        assert set(veto.cls.tolist()) <= {1}
+        if len(veto):
+            assert (iou_matrix(veto.xyxy, alone.xyxy).max(1) > 0.99).all()
+            assert len(kept.of("plate")) == 0 or iou_matrix(veto.xyxy, kept.of("plate").xyxy).max() < 0.99
+            assert (veto.score >= streetveil_plate_threshold(int8_path(STREETVEIL_MODEL))).all()
+        vetoed += len(veto)
+        assert len(off.detect_with_vetoes(img)[1]) == 0
+    assert vetoed >= 5  # the detector alone keeps 4-5 false boxes per held-out frame
+
+
 def test_a_missing_verifier_file_is_a_clear_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Verification asked for without its file does not quietly run unverified; it stops,
     naming the file. The default (no verification) does not need the file."""
