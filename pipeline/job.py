@@ -649,7 +649,8 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                 feature = frame_feature(rec, session_id=sid, image=image_path(rec.frame_id), sha256=res.sha256,
                                         faces=res.faces, plates=res.plates, width=res.width, height=res.height)
                 qa = qadata.entry(rec.frame_id, image_sha256=res.sha256, width=res.width, height=res.height,
-                                  detect_key=res.det_key, boxes=res.boxes)
+                                  detect_key=res.det_key, boxes=res.boxes,
+                                  vetoed=res.vetoed)
                 try:
                     if work.local is not None:
                         txn.put_image(rec.frame_id, feature, source=work.local / res.image, sha256=res.sha256, qa=qa)

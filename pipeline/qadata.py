@@ -11,7 +11,10 @@ per *published* frame, in capture order::
 
 Boxes are in input pixels: the detector's own boxes as found, and the boxes carried from
 neighbouring frames (``carried``: true) as grown by the carry step; request boxes are in the
-audit chain's ``frame-override`` records. No pixels, crops or plate text. ``detect_key`` (a
+audit chain's ``frame-override`` records. With a plate verifier on (``plate_verify``), an
+entry also lists under ``"vetoed"`` (``[{"class", "box", "score"}, …]``) the candidates the
+verifier vetoed that the detector alone would have redacted: not blurred in the image, listed
+so that a reviewer can judge the verifier (absent: not recorded). No pixels, crops or plate text. ``detect_key`` (a
 hash of the raw frame's sha256, the redaction config and the model) lets the nightly job reuse
 a frame's own boxes as carry context after its raw file was deleted.
 
@@ -38,12 +41,17 @@ RECORD_KEY = "qa_detections"  # in the session's ``publish`` records
 
 
 def entry(frame_id: str, *, image_sha256: str, width: int | None, height: int | None, detect_key: str,
-          boxes: Sequence[Sequence[float]]) -> dict[str, Any]:
-    """One frame's line. ``boxes`` are ``(x1, y1, x2, y2, class index, score, carried 0/1)``."""
+          boxes: Sequence[Sequence[float]], vetoed: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
+    """One frame's line. ``boxes`` are ``(x1, y1, x2, y2, class index, score, carried 0/1)``;
+    ``vetoed`` (``(x1, y1, x2, y2, class index, score)``, not redacted) only when recorded."""
     dets = [{"class": CLASS_NAMES[int(b[4])], "box": [float(v) for v in b[:4]], "score": float(b[5]),
              "carried": bool(b[6])} for b in boxes]
-    return {"v": FORMAT_VERSION, "frame_id": frame_id, "image_sha256": image_sha256, "width": width,
-            "height": height, "detect_key": detect_key, "detections": dets}
+    e = {"v": FORMAT_VERSION, "frame_id": frame_id, "image_sha256": image_sha256, "width": width,
+         "height": height, "detect_key": detect_key, "detections": dets}
+    if vetoed is not None:
+        e["vetoed"] = [{"class": CLASS_NAMES[int(b[4])], "box": [float(v) for v in b[:4]], "score": float(b[5])}
+                       for b in vetoed]
+    return e
 
 
 def encode(entries: Iterable[Mapping[str, Any]], order: Sequence[str]) -> bytes:

@@ -632,7 +632,8 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
             # Re-rendered from raw: its QA detections as rendered; spliced: the frame's entry
             # stands (only the request box changed, and request boxes are in the chain).
             qa = None if source is None or res is None else qadata.entry(
-                fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key, boxes=res.boxes)
+                fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key, boxes=res.boxes,
+                vetoed=res.vetoed)
             txn.put_image(fid, {**feat, "properties": props}, data=data, sha256=sha, qa=qa)
             prev = latest.get(fid)
             carried = {k: prev[k] for k in ("faces", "plates", "faces_carried", "plates_carried") if prev and k in prev}

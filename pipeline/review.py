@@ -28,6 +28,10 @@ Definitions (docs/governance.md):
   detections: people and cars rarely vanish for one frame, so a miss is likely.
 - *failed*: the audit chain's last record for the frame says failed; never published, so
   listed without an image.
+- *vetoed by the verifier*: with ``plate_verify = "on"``, plate candidates the verifier
+  vetoed that the detector alone would have redacted (``pipeline.qadata``): **not** blurred,
+  outlined so that a reviewer can see whether the verifier let a real plate through on this
+  camera.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class BoxView:
     x2: float
     y2: float
     cls: str
-    kind: str  # detected | carried | request
+    kind: str  # detected | carried | request | vetoed (by a plate verifier: not redacted)
     score: float | None = None
 
 
@@ -98,6 +102,7 @@ class FrameView:
     plates: int = 0
     boxes: list[BoxView] = field(default_factory=list)
     own: int | None = None  # own detections; None when no detection data is left
+    vetoed: int | None = None  # candidates a plate verifier vetoed; None when not recorded
     low_conf: bool = False
     busy_empty: bool = False
     edited: bool = False
@@ -113,6 +118,8 @@ class FrameView:
             out.append("busy")
         if self.edited:
             out.append("request")
+        if self.vetoed:
+            out.append("vetoed")
         if self.status == "failed":
             out.append("failed")
         if self.status == "published" and self.own is None:
@@ -271,6 +278,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
                 cl = np.array([CLASS_NAMES.index(d["class"]) for d in ds], np.uint8)
                 for b, d in zip(redaction_boxes(xy, cl, params, w, h), ds, strict=True):
                     fv.boxes.append(_box(b, str(d["class"]), kind, float(d["score"])))
+            _add_vetoed(fv, entry.get("vetoed"))
         elif own is not None:
             oxy, osc, ocl = arrays(own)
             fv.own = len(osc)
@@ -281,6 +289,9 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             for kind, xy, sc, cl in (("detected", oxy, osc, ocl), ("carried", cxy, csc, ccl)):
                 for b, s, c in zip(redaction_boxes(xy, cl, params, w, h), sc, cl, strict=True):
                     fv.boxes.append(_box(b, CLASS_NAMES[int(c)], kind, float(s)))
+            raw = own.get("vetoed")
+            _add_vetoed(fv, None if raw is None else [{"class": CLASS_NAMES[int(b[4])], "box": b[:4], "score": b[5]}
+                                                      for b in raw])
         if ov and ov.boxes:
             xy = np.array([b[:4] for b in ov.boxes], np.float32)
             cl = np.array([b[4] for b in ov.boxes], np.uint8)
@@ -301,6 +312,15 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
     if len([x for x in man["files"] if x.startswith("images/")]) != len(pub):
         raise PipelineError(f"{sdir}: manifest and frames.geojson disagree; run `streetveil audit verify`")
     return SessionReview(sid, views, run, excluded, _track(sdir), thresholds, opts)
+
+
+def _add_vetoed(fv: FrameView, vetoed: Sequence[Mapping[str, Any]] | None) -> None:
+    """The verifier's vetoes as recorded (their own boxes: nothing was blurred there)."""
+    if vetoed is None:
+        return
+    fv.vetoed = len(vetoed)
+    for d in vetoed:
+        fv.boxes.append(_box([float(v) for v in d["box"]], str(d["class"]), "vetoed", float(d["score"])))
 
 
 def _box(b: Any, cls: str, kind: str, score: float | None) -> BoxView:
@@ -397,7 +417,7 @@ def _overlay(f: FrameView) -> str:
 
 
 _FLAG_TEXT = {"lowconf": "low confidence", "busy": "no detections, busy area", "request": "edited by request",
-              "nodata": "no detection data"}
+              "nodata": "no detection data", "vetoed": "verifier vetoed a plate"}
 
 
 def _card(f: FrameView, rv: SessionReview) -> str:
@@ -407,6 +427,8 @@ def _card(f: FrameView, rv: SessionReview) -> str:
     scores = sorted(b.score for b in f.boxes if b.kind == "detected" and b.score is not None)
     low = f"min score {scores[0]:.2f}" if scores else "no detections"
     own = "?" if f.own is None else str(f.own)
+    if f.vetoed is not None:
+        own += f" · vetoed {f.vetoed}"
     assert f.thumb is not None
     uri = "data:image/jpeg;base64," + base64.b64encode(f.thumb).decode("ascii")
     return (
@@ -428,7 +450,7 @@ def render(rv: SessionReview, *, publish_path: str = "PUBLISH_DIR") -> str:
     det = (rv.run.get("detectors") or {}).get("detectors") or []
     counts = {
         "published": len(pub), "failed": len(failed), "lowconf": rv.count("lowconf"), "busy": rv.count("busy"),
-        "request": rv.count("request"), "nodata": rv.count("nodata"),
+        "request": rv.count("request"), "nodata": rv.count("nodata"), "vetoed": rv.count("vetoed"),
         "faces": sum(f.faces for f in pub), "plates": sum(f.plates for f in pub),
         "excluded": sum(rv.excluded.values()),
     }
@@ -470,6 +492,7 @@ class ReviewResult:
     busy_empty: int
     no_detection_data: int
     edited: int
+    vetoed: int  # frames where a plate verifier vetoed a candidate the detector alone would keep
     size: int
 
 
@@ -489,4 +512,4 @@ def write_review(sdir: Path, out: Path | None = None, opts: ReviewOptions | None
     atomic_write_bytes(out, page)
     pub = [f for f in rv.frames if f.status == "published"]
     return ReviewResult(out, len(pub), sum(f.status == "failed" for f in rv.frames), rv.count("lowconf"),
-                        rv.count("busy"), rv.count("nodata"), rv.count("request"), len(page))
+                        rv.count("busy"), rv.count("nodata"), rv.count("request"), rv.count("vetoed"), len(page))

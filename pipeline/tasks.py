@@ -111,6 +111,9 @@ class DetResult:
     cls: tuple[int, ...] = ()
     width: int | None = None
     height: int | None = None
+    # Plate candidates a verifier vetoed that the detector alone would have redacted
+    # ((x1, y1, x2, y2, class, score), for QA); None: not recorded (cached before it was kept).
+    vetoed: tuple[tuple[float, float, float, float, int, float], ...] | None = None
     cached: bool = False
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,14 +123,22 @@ class DetResult:
     def to_json(self) -> dict[str, Any]:
         return {"v": WORK_VERSION, "frame_id": self.frame_id, "key": self.key, "status": self.status,
                 "error": self.error, "xyxy": [list(b) for b in self.xyxy], "score": list(self.score),
-                "cls": list(self.cls), "width": self.width, "height": self.height}
+                "cls": list(self.cls), "width": self.width, "height": self.height,
+                "vetoed": None if self.vetoed is None else [list(b) for b in self.vetoed]}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> DetResult:
         return cls(frame_id=d["frame_id"], key=d["key"], status=d["status"], error=d.get("error"),
                    xyxy=tuple(tuple(float(v) for v in b) for b in d["xyxy"]),  # type: ignore[misc]
                    score=tuple(float(s) for s in d["score"]), cls=tuple(int(c) for c in d["cls"]),
-                   width=d.get("width"), height=d.get("height"), cached=True)
+                   width=d.get("width"), height=d.get("height"), vetoed=vetoed_boxes(d.get("vetoed")), cached=True)
+
+
+def vetoed_boxes(raw: Any) -> tuple[tuple[float, float, float, float, int, float], ...] | None:
+    """``DetResult.vetoed`` from its JSON form (None stays None: not recorded)."""
+    if raw is None:
+        return None
+    return tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5])) for b in raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +163,14 @@ class FrameResult:
     # own detections first, then the carried boxes; and the key of the frame's own detections.
     boxes: tuple[tuple[float, float, float, float, int, float, int], ...] = ()
     det_key: str = ""
+    vetoed: tuple[tuple[float, float, float, float, int, float], ...] | None = None  # DetResult.vetoed
     detected_cached: bool = False
     cached: bool = False
 
     def to_json(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__ if k not in ("cached", "detected_cached")}
         d["boxes"] = [list(b) for b in self.boxes]
+        d["vetoed"] = None if self.vetoed is None else [list(b) for b in self.vetoed]
         d["v"] = WORK_VERSION
         return d
 
@@ -166,6 +179,7 @@ class FrameResult:
         keys = {k: d[k] for k in cls.__slots__ if k in d}
         keys["boxes"] = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]), int(b[6]))
                               for b in d.get("boxes", ()))
+        keys["vetoed"] = vetoed_boxes(d.get("vetoed"))
         return cls(**keys, cached=True, detected_cached=True)
 
 
@@ -349,7 +363,7 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
             img = _decode(redactor, _load_frame(ctx, rec), rec)
             try:
                 with _detect_lock:
-                    dets = redactor.detect(img)
+                    dets, vetoed = redactor.detect_with_vetoes(img)
             except Exception as e:
                 if _is_fatal(e):
                     raise
@@ -358,7 +372,9 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
                 frame_id=rec.frame_id, key=key, status="ok",
                 xyxy=tuple(tuple(float(v) for v in b) for b in dets.xyxy),  # type: ignore[misc]
                 score=tuple(float(s) for s in dets.score), cls=tuple(int(c) for c in dets.cls),
-                width=int(img.width), height=int(img.height))
+                width=int(img.width), height=int(img.height),
+                vetoed=tuple((*(float(v) for v in b), int(c), float(sc))  # type: ignore[misc]
+                             for b, c, sc in zip(vetoed.xyxy, vetoed.cls, vetoed.score, strict=True)))
         except FrameFailure as f:
             res = DetResult(frame_id=rec.frame_id, key=key, status="failed", error=str(f))
         _write_json(ctx.work, _det_rel(rec.frame_id, key), res.to_json())
@@ -452,7 +468,7 @@ def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResul
         sha256=hashlib.sha256(data).hexdigest(), size=len(data),
         faces=int((ocl == 0).sum() + (ccl == 0).sum()), plates=int((ocl == 1).sum() + (ccl == 1).sum()),
         faces_carried=int((ccl == 0).sum()), plates_carried=int((ccl == 1).sum()), extra=len(extra),
-        width=w, height=h, detected_cached=own.cached, det_key=own.key,
+        width=w, height=h, detected_cached=own.cached, det_key=own.key, vetoed=own.vetoed,
         boxes=tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), float(sc), carried)
                     for xy, ss, cc, carried in ((oxy, osc, ocl, 0), (cxy, csc, ccl, 1))
                     for b, sc, c in zip(xy, ss, cc, strict=True)))

@@ -356,7 +356,8 @@ def test_qa_detections_file(published: tuple[Path, Path, dict[str, np.ndarray]],
     assert [e["frame_id"] for e in entries] == sorted(feats) and ref["frames"] == FRAMES - 1  # not the failed one
     dets = _dets(sdir)
     for e in entries:
-        assert set(e) == {"v", "frame_id", "image_sha256", "width", "height", "detect_key", "detections"}
+        assert set(e) == {"v", "frame_id", "image_sha256", "width", "height", "detect_key", "detections", "vetoed"}
+        assert e["vetoed"] == [] and dets[e["frame_id"]]["vetoed"] == []  # no verifier in this setup
         assert e["image_sha256"] == feats[e["frame_id"]]["sha256"] and (e["width"], e["height"]) == (1280, 720)
         own = [d for d in e["detections"] if not d["carried"]]
         want = dets[e["frame_id"]]
@@ -403,3 +404,50 @@ def test_map_across_the_antimeridian_stays_together() -> None:
 def test_review_refuses_a_folder_that_is_not_a_published_session(tmp_path: Path) -> None:
     r = run_cli("review", str(tmp_path))
     assert r.returncode == 2 and "not a published session" in r.stderr
+
+
+@pytest.mark.needs_chromium
+def test_sheet_shows_the_plates_a_verifier_vetoed(tmp_path: Path) -> None:
+    """With ``plate_verify = "on"`` the candidates the verifier vetoed that the detector alone
+    would have blurred are kept in the QA detections, left unblurred, and outlined on the sheet
+    with a filter of their own, so a reviewer can judge the verifier on their camera. The demo
+    sample's plates are among them (the verifier's known weakness on another renderer's
+    plates, MODEL_CARD.md). Without a verifier every entry records that nothing was vetoed."""
+    from pipeline.sample import make_sample_session
+    from redact.boxes import iou_matrix
+
+    sess = make_sample_session(tmp_path / "sessions", frames=6)
+    pub = tmp_path / "pub"
+    r = run_cli("redact", str(sess), "--out", str(pub), "--config", str(CONFIGS / "nightly.toml"), "--threads", "1",
+                env={"STREETVEIL_NIGHTLY__REDACT__DETECTOR__PLATE_VERIFY": "on"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    sdir = pub / sess.name
+    (qa,) = (sdir.parent / ".qa" / sess.name).glob("detections-*.jsonl")
+    entries = [json.loads(line) for line in qa.read_text().splitlines()]
+    assert len(entries) == 6 and all(isinstance(e.get("vetoed"), list) for e in entries)
+    flagged = {e["frame_id"] for e in entries if e["vetoed"]}
+    total = sum(len(e["vetoed"]) for e in entries)
+    assert flagged and total >= len(flagged)
+    for e in entries:
+        if not e["vetoed"]:
+            continue
+        assert {v["class"] for v in e["vetoed"]} == {"plate"}
+        blurred = np.array([d["box"] for d in e["detections"]], np.float32).reshape(-1, 4)
+        if len(blurred):  # vetoed means not among the redacted boxes
+            assert iou_matrix(np.array([v["box"] for v in e["vetoed"]], np.float32), blurred).max() < 0.9
+    out = tmp_path / "review.html"
+    r = run_cli("review", str(sdir), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"{len(flagged)} with a plate the verifier vetoed" in r.stdout
+    d = _Dom()
+    d.feed(out.read_text())
+    rects = [a for rs in d.rects.values() for a in rs if "vetoed" in str(a.get("class")).split()]
+    assert len(rects) == total
+    assert {str(c["data-frame"]) for c in d.cards if "vetoed" in str(c["data-flags"]).split()} == flagged
+    assert _visible(_dom(out, "#filter=vetoed")) == flagged
+
+    plain = tmp_path / "plain"
+    r = run_cli("redact", str(sess), "--out", str(plain), "--config", str(CONFIGS / "nightly.toml"), "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (qa,) = (plain / ".qa" / sess.name).glob("detections-*.jsonl")
+    assert all(json.loads(line)["vetoed"] == [] for line in qa.read_text().splitlines())

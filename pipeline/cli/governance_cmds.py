@@ -40,6 +40,7 @@ def review_cmd(session_dir: Path, out: Path | None, low_margin: float, busy_wind
                                                      busy_min=busy_min, thumb_width=thumb_width))
     click.echo(f"{r.path}: {r.published} published, {r.failed} failed, {r.low_confidence} low confidence, "
                f"{r.busy_empty} without detections in a busy area, {r.edited} edited by request, "
+               f"{r.vetoed} with a plate the verifier vetoed, "
                f"{r.no_detection_data} without detection data ({r.size / 1e6:.1f} MB)")
 
 

@@ -6,7 +6,8 @@
   var points = Array.prototype.slice.call(document.querySelectorAll("#track .pt"));
   var buttons = Array.prototype.slice.call(document.querySelectorAll(".filters button"));
   var names = { all: "", lowconf: "with low-confidence detections", busy: "without detections in a busy area",
-    request: "edited by request", nodata: "without detection data", failed: "that failed" };
+    request: "edited by request", vetoed: "where the plate verifier vetoed a candidate", nodata: "without detection data",
+    failed: "that failed" };
 
   function hasFlag(el, f) { return (" " + (el.getAttribute("data-flags") || "") + " ").indexOf(" " + f + " ") >= 0; }
 
