@@ -97,13 +97,13 @@ def compare(
 
 
 def agreement(
+    images: list[tuple[str, np.ndarray]],
     device: str,
     threads: int,
     backends: tuple[str, ...] = ("centerface", "streetveil"),
     tf32: bool = False,
 ) -> dict[str, Any]:
     label = " (tf32)" if tf32 else ""
-    images = agreement_images()
     res: dict[str, Any] = {}
     for backend in backends:
         base: dict[str, Any] = {"backend": backend, "face_threshold": 0.3}
@@ -208,7 +208,8 @@ def main() -> int:
             return 2
         info["gpu"] = torch.cuda.get_device_name(0)
     print(json.dumps(info), flush=True)
-    res: dict[str, Any] = {"info": info, "agreement": agreement(a.device, a.threads)}
+    images = agreement_images()  # read once: the TF32 comparison below reuses them
+    res: dict[str, Any] = {"info": info, "agreement": agreement(images, a.device, a.threads)}
     with tempfile.TemporaryDirectory() as tmp:
         frames = make_frames(Path(tmp), a.frames)
         setups = {
@@ -225,7 +226,7 @@ def main() -> int:
         if a.device.startswith("cuda"):
             # What the engine's TF32-off costs and saves: the same runs with cuDNN's default
             # TF32 turned back on after each build. Informational; not part of the verdict.
-            res["agreement_tf32"] = agreement(a.device, a.threads, ("streetveil",), tf32=True)
+            res["agreement_tf32"] = agreement(images, a.device, a.threads, ("streetveil",), tf32=True)
             res["speed"].update(
                 speed(
                     frames,
