@@ -12,9 +12,10 @@ per *published* frame, in capture order::
 Boxes are in input pixels: the detector's own boxes as found, and the boxes carried from
 neighbouring frames (``carried``: true) as grown by the carry step; request boxes are in the
 audit chain's ``frame-override`` records. With a plate verifier on (``plate_verify``), an
-entry also lists under ``"vetoed"`` (``[{"class", "box", "score"}, …]``) the candidates the
-verifier vetoed that the detector alone would have redacted: not blurred in the image, listed
-so that a reviewer can judge the verifier (absent: not recorded). No pixels, crops or plate text. ``detect_key`` (a
+entry also lists under ``"vetoed"`` (``[{"class", "box", "score"}, …]``, possibly empty) the
+candidates the verifier vetoed that the detector alone would have redacted: not blurred in
+the image, listed so that a reviewer can judge the verifier. Absent without a verifier (and
+in entries written before streetveil kept them). No pixels, crops or plate text. ``detect_key`` (a
 hash of the raw frame's sha256, the redaction config and the model) lets the nightly job reuse
 a frame's own boxes as carry context after its raw file was deleted.
 

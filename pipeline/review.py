@@ -136,6 +136,7 @@ class SessionReview:
     track: list[list[tuple[float, float]]]
     thresholds: dict[str, float]
     options: ReviewOptions
+    verified: bool = False  # the run verified plates (plate_verify): vetoes may be recorded
 
     def count(self, flag: str) -> int:
         return sum(flag in f.flags for f in self.frames)
@@ -216,6 +217,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
     records = audit.read_records(sdir / audit.AUDIT_FILE)
     run = basis_run(records) or {}
     thresholds = {k: float(v) for k, v in ((run.get("detectors") or {}).get("thresholds") or {}).items()}
+    verified = any(d.get("verify") for d in (run.get("detectors") or {}).get("detectors") or [])
     params = _params_of(run)
     latest = audit.latest_frame_records(records)
     overrides = overrides_from(records)
@@ -278,7 +280,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
                 cl = np.array([CLASS_NAMES.index(d["class"]) for d in ds], np.uint8)
                 for b, d in zip(redaction_boxes(xy, cl, params, w, h), ds, strict=True):
                     fv.boxes.append(_box(b, str(d["class"]), kind, float(d["score"])))
-            _add_vetoed(fv, entry.get("vetoed"))
+            _add_vetoed(fv, entry.get("vetoed"), params)
         elif own is not None:
             oxy, osc, ocl = arrays(own)
             fv.own = len(osc)
@@ -291,7 +293,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
                     fv.boxes.append(_box(b, CLASS_NAMES[int(c)], kind, float(s)))
             raw = own.get("vetoed")
             _add_vetoed(fv, None if raw is None else [{"class": CLASS_NAMES[int(b[4])], "box": b[:4], "score": b[5]}
-                                                      for b in raw])
+                                                      for b in raw], params)
         if ov and ov.boxes:
             xy = np.array([b[:4] for b in ov.boxes], np.float32)
             cl = np.array([b[4] for b in ov.boxes], np.uint8)
@@ -311,16 +313,24 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             excluded[str(r.get("reason"))] = excluded.get(str(r.get("reason")), 0) + 1
     if len([x for x in man["files"] if x.startswith("images/")]) != len(pub):
         raise PipelineError(f"{sdir}: manifest and frames.geojson disagree; run `streetveil audit verify`")
-    return SessionReview(sid, views, run, excluded, _track(sdir), thresholds, opts)
+    return SessionReview(sid, views, run, excluded, _track(sdir), thresholds, opts, verified)
 
 
-def _add_vetoed(fv: FrameView, vetoed: Sequence[Mapping[str, Any]] | None) -> None:
-    """The verifier's vetoes as recorded (their own boxes: nothing was blurred there)."""
+def _add_vetoed(fv: FrameView, vetoed: Sequence[Mapping[str, Any]] | None, params: Any) -> None:
+    """The verifier's vetoes as recorded, outlined as the detector alone would have blurred
+    them (nothing was blurred there)."""
+    import numpy as np
+
+    from redact.ops import redaction_boxes
+
     if vetoed is None:
         return
     fv.vetoed = len(vetoed)
-    for d in vetoed:
-        fv.boxes.append(_box([float(v) for v in d["box"]], str(d["class"]), "vetoed", float(d["score"])))
+    xy = np.array([d["box"] for d in vetoed], np.float32).reshape(-1, 4)
+    cl = np.array([CLASS_NAMES.index(d["class"]) for d in vetoed], np.uint8)
+    for b, c, d in zip(redaction_boxes(xy, cl, params, int(fv.width or 0), int(fv.height or 0)), cl, vetoed,
+                       strict=True):
+        fv.boxes.append(_box(b, CLASS_NAMES[int(c)], "vetoed", float(d["score"])))
 
 
 def _box(b: Any, cls: str, kind: str, score: float | None) -> BoxView:
@@ -408,7 +418,7 @@ def _overlay(f: FrameView) -> str:
     out = [f'<svg class="overlay" viewBox="0 0 {w} {h}" preserveAspectRatio="none">']
     for b in f.boxes:
         label = b.cls if b.score is None else f"{b.cls} {b.score:.2f}"
-        out.append(f'<rect class="box {b.kind} {b.cls}" x="{_fmt(b.x1)}" y="{_fmt(b.y1)}" '
+        out.append(f'<rect class="box {html.escape(b.kind)} {html.escape(b.cls)}" x="{_fmt(b.x1)}" y="{_fmt(b.y1)}" '
                    f'width="{_fmt(b.x2 - b.x1)}" height="{_fmt(b.y2 - b.y1)}">'
                    f"<title>{html.escape(b.kind)}: {html.escape(label)} "
                    f"[{_fmt(b.x1)},{_fmt(b.y1)},{_fmt(b.x2)},{_fmt(b.y2)}]</title></rect>")
@@ -427,8 +437,8 @@ def _card(f: FrameView, rv: SessionReview) -> str:
     scores = sorted(b.score for b in f.boxes if b.kind == "detected" and b.score is not None)
     low = f"min score {scores[0]:.2f}" if scores else "no detections"
     own = "?" if f.own is None else str(f.own)
-    if f.vetoed is not None:
-        own += f" · vetoed {f.vetoed}"
+    if rv.verified:  # "?": vetoes not recorded (published before streetveil kept them)
+        own += f" · vetoed {'?' if f.vetoed is None else f.vetoed}"
     assert f.thumb is not None
     uri = "data:image/jpeg;base64," + base64.b64encode(f.thumb).decode("ascii")
     return (

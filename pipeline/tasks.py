@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -344,11 +344,14 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
     """Detect faces and plates in ``frames``; cached results with a matching key are reused.
     Frames in ``ctx.deleted`` are never read (see ``TaskContext``)."""
     redactor = _check_model(ctx.model, ctx.model_hash)
+    # Vetoes are recorded (possibly none) only where a verifier runs; None: no verifier.
+    verifying = any("verify" in d for d in redactor.info["detectors"])
     out: dict[str, DetResult] = {}
     for rec in frames:
         key = detect_key(rec.sha256, ctx.model.config_key, ctx.model_hash)
         cached = _read_json(ctx.work, _det_rel(rec.frame_id, key))
-        if cached and cached.get("key") == key and cached.get("status") == "ok":
+        # (Results cached before the verifier's vetoes were kept are detected again: same boxes.)
+        if cached and cached.get("key") == key and cached.get("status") == "ok" and "vetoed" in cached:
             out[rec.frame_id] = DetResult.from_json(cached)
             continue
         if rec.frame_id in ctx.deleted:
@@ -374,7 +377,8 @@ def detect_batch(ctx: TaskContext, frames: Sequence[FrameRecord]) -> dict[str, D
                 score=tuple(float(s) for s in dets.score), cls=tuple(int(c) for c in dets.cls),
                 width=int(img.width), height=int(img.height),
                 vetoed=tuple((*(float(v) for v in b), int(c), float(sc))  # type: ignore[misc]
-                             for b, c, sc in zip(vetoed.xyxy, vetoed.cls, vetoed.score, strict=True)))
+                             for b, c, sc in zip(vetoed.xyxy, vetoed.cls, vetoed.score, strict=True))
+                if verifying else None)
         except FrameFailure as f:
             res = DetResult(frame_id=rec.frame_id, key=key, status="failed", error=str(f))
         _write_json(ctx.work, _det_rel(rec.frame_id, key), res.to_json())
@@ -424,7 +428,8 @@ def render_batch(
         # (Results written before the QA boxes were kept are rendered again: same bytes.)
         if cached and cached.get("key") == key and cached.get("status") == "ok" and "boxes" in cached \
                 and _intact(ctx.work, cached):
-            results.append(FrameResult.from_json(cached))
+            # The vetoes as detected: a render cached before they were kept has none.
+            results.append(replace(FrameResult.from_json(cached), vetoed=own.vetoed))
             continue
         if redactor is None:
             redactor = _check_model(ctx.model, ctx.model_hash)

@@ -184,6 +184,12 @@ def plate_verification(cfg: DetectorSection) -> Calibration | None:
                        cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify)
 
 
+def unverified_plate_threshold(cfg: DetectorSection) -> float:
+    """The plate threshold ``cfg`` would run at with verification off (what the detector alone
+    redacts: vetoed candidates below it are not reported as vetoed)."""
+    return cfg.plate_threshold if cfg.plate_threshold is not None else streetveil_plate_threshold(_run_file(cfg))
+
+
 def plate_threshold(cfg: DetectorSection) -> float:
     """The plate threshold in effect: the config's, else the plate model's own default
     (streetveil: the verifier's calibrated proposal threshold, or the model's calibrated
@@ -386,7 +392,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
     heads = tuple(face_head(cfg) if c == "face" else
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
                             verify=verification.verify if verification else None,
-                            unverified=streetveil_plate_threshold(_run_file(cfg)) if verification else None)
+                            unverified=unverified_plate_threshold(cfg) if verification else None)
                   for c in classes)
     return CenterNetDetector(
         net,

@@ -157,7 +157,7 @@ class Redactor:
         dets_for = self._detectors_for(view.shape[1], view.shape[0])
         if classes is not None:
             dets_for = [d for d in dets_for if set(d.classes) & set(classes)]
-        found = [d.detect_with_vetoes(view) if hasattr(d, "detect_with_vetoes") else (d(view), Detections.empty())
+        found = [d.detect_with_vetoes(view) if isinstance(d, CenterNetDetector) else (d(view), Detections.empty())
                  for d in dets_for]
         out = []
         for dets in (Detections.concat([f[0] for f in found]), Detections.concat([f[1] for f in found])):
