@@ -84,6 +84,10 @@ def describe(det: Detector) -> dict[str, Any]:
         # only when its close-up scores this much).
         **({"verify": v} if (v := {h.name: h.verify for h in getattr(det, "heads", ()) if h.verify is not None})
            else {}),
+        # The thresholds those classes would have unverified: what the QA data's vetoed
+        # candidates (Redactor.detect_with_vetoes) scored at least.
+        **({"unverified": u} if (u := {h.name: h.unverified for h in getattr(det, "heads", ())
+                                       if h.unverified is not None}) else {}),
     }
 
 

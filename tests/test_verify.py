@@ -223,6 +223,8 @@ def test_vetoed_plates_are_what_verification_took_from_the_detector_alone(shared
                   threads=1)
     off = Redactor(RedactConfig(detector=DetectorSection(plate_threshold=plate_threshold)), threads=1)
     alone_at = plate_threshold or streetveil_plate_threshold(int8_path(STREETVEIL_MODEL))
+    assert on.info["detectors"][0]["unverified"] == {"plate": alone_at}  # in the run record
+    assert "unverified" not in off.info["detectors"][0]
     vetoed = 0
     for f in val[::10]:
         img = on.decode(f.path.read_bytes(), name=f.path.name)
