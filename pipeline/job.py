@@ -207,6 +207,8 @@ class SessionOutcome:
     kept_failed: int = 0  # failed this run, earlier publication kept (in published and failed)
     faces: int = 0
     plates: int = 0
+    # Plate candidates a verifier vetoed (not blurred; pipeline.qadata); None: no verifier ran.
+    plates_vetoed: int | None = None
     excluded: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (frame id, error)
     note: str | None = None  # why a session was not processed at all
@@ -684,13 +686,16 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             oc.skipped += int(res.cached)
             oc.faces += res.faces
             oc.plates += res.plates
+            vetoed = {} if res.vetoed is None else {"plates_vetoed": len(res.vetoed)}
+            if vetoed:
+                oc.plates_vetoed = (oc.plates_vetoed or 0) + vetoed["plates_vetoed"]
             if res.sha256 in known and not late:
                 continue  # already in the chain from an earlier publication
             records.append(_frame_record(
                 rec, status="ok", error=None, output_sha256=res.sha256, output_size=res.size,
                 image=image_path(rec.frame_id), faces=res.faces, plates=res.plates,
                 faces_carried=res.faces_carried, plates_carried=res.plates_carried, request_boxes=res.extra,
-                method=method, cached=res.cached, **late))
+                method=method, cached=res.cached, **vetoed, **late))
         for rec, why in late_out:
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
             done_res = by_id[rec.frame_id]

@@ -429,6 +429,10 @@ def test_sheet_shows_the_plates_a_verifier_vetoed(tmp_path: Path) -> None:
     flagged = {e["frame_id"] for e in entries if e["vetoed"]}
     total = sum(len(e["vetoed"]) for e in entries)
     assert flagged and total >= len(flagged)
+    assert f"plate verifier: {total} candidate(s)" in r.stdout  # the operator sees it at once
+    frames = [x for x in map(json.loads, (sdir / "audit.jsonl").read_text().splitlines())
+              if x.get("type") == "frame" and x.get("status") == "ok"]
+    assert sum(x["plates_vetoed"] for x in frames) == total  # and the audit chain counts it
     for e in entries:
         if not e["vetoed"]:
             continue
@@ -451,7 +455,8 @@ def test_sheet_shows_the_plates_a_verifier_vetoed(tmp_path: Path) -> None:
 
     plain = tmp_path / "plain"
     r = run_cli("redact", str(sess), "--out", str(plain), "--config", str(CONFIGS / "nightly.toml"), "--threads", "1")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 0 and "plate verifier" not in r.stdout, r.stdout + r.stderr
+    assert "plates_vetoed" not in (plain / sess.name / "audit.jsonl").read_text()
     (qa,) = (plain / ".qa" / sess.name).glob("detections-*.jsonl")
     assert all("vetoed" not in json.loads(line) for line in qa.read_text().splitlines())
     r = run_cli("review", str(plain / sess.name), "--out", str(tmp_path / "plain.html"))

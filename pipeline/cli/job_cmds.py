@@ -55,6 +55,10 @@ def echo_summary(summary: Any) -> None:
         f"frames: {c['frames']}  faces: {c['faces']}  plates: {c['plates']}  failed: {c['failed']}  "
         f"published: {c['published']}  skipped (already done): {c['skipped']}  excluded: {c['excluded']}  "
         f"{summary.frames_per_s:.2f} frames/s  wall time: {summary.wall_s:.1f} s")
+    vetoed = [s.plates_vetoed for s in summary.sessions if s.plates_vetoed is not None]
+    if vetoed:
+        click.echo(f"plate verifier: {sum(vetoed)} candidate(s) the detector alone would have blurred were "
+                   "vetoed and left unblurred (outlined by `streetveil review`, filter 'Verifier vetoed')")
     click.echo(f"audit: {summary.out}/<session>/audit.jsonl, index {summary.out}/audit-index.jsonl "
                f"(run {summary.run_id})")
     unreadable = [s for s in summary.sessions if s.note and s.note.startswith("cannot read")]
