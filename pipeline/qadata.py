@@ -45,13 +45,14 @@ def entry(frame_id: str, *, image_sha256: str, width: int | None, height: int | 
           boxes: Sequence[Sequence[float]], vetoed: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
     """One frame's line. ``boxes`` are ``(x1, y1, x2, y2, class index, score, carried 0/1)``;
     ``vetoed`` (``(x1, y1, x2, y2, class index, score)``, not redacted) only when recorded."""
-    dets = [{"class": CLASS_NAMES[int(b[4])], "box": [float(v) for v in b[:4]], "score": float(b[5]),
-             "carried": bool(b[6])} for b in boxes]
+    def item(b: Sequence[float]) -> dict[str, Any]:
+        return {"class": CLASS_NAMES[int(b[4])], "box": [float(v) for v in b[:4]], "score": float(b[5])}
+
     e = {"v": FORMAT_VERSION, "frame_id": frame_id, "image_sha256": image_sha256, "width": width,
-         "height": height, "detect_key": detect_key, "detections": dets}
+         "height": height, "detect_key": detect_key,
+         "detections": [{**item(b), "carried": bool(b[6])} for b in boxes]}
     if vetoed is not None:
-        e["vetoed"] = [{"class": CLASS_NAMES[int(b[4])], "box": [float(v) for v in b[:4]], "score": float(b[5])}
-                       for b in vetoed]
+        e["vetoed"] = [item(b) for b in vetoed]
     return e
 
 

@@ -251,6 +251,17 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         return (np.array(d["xyxy"], np.float32).reshape(-1, 4), np.array(d["score"], np.float32),
                 np.array(d["cls"], np.uint8))
 
+    def listed(ds: Sequence[Mapping[str, Any]]) -> tuple[Any, Any, Any]:
+        """Boxes, scores (as stored) and classes of QA-detections items (``{"class", "box", "score"}``)."""
+        return (np.array([d["box"] for d in ds], np.float32).reshape(-1, 4), [float(d["score"]) for d in ds],
+                np.array([CLASS_NAMES.index(d["class"]) for d in ds], np.uint8))
+
+    def outline(fv: FrameView, kind: str, xy: Any, sc: Any, cl: Any) -> None:
+        """Boxes as the renderer grows them (a veto: as the detector alone would have)."""
+        for b, s, c in zip(redaction_boxes(xy, cl, params, int(fv.width or 0), int(fv.height or 0)), sc, cl,
+                           strict=True):
+            fv.boxes.append(_box(b, CLASS_NAMES[int(c)], kind, float(s)))
+
     views: list[FrameView] = []
     for i, r in enumerate(order):
         fid = r["frame_id"]
@@ -270,17 +281,15 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         fv.edited = bool(ov and ov.boxes) or "request_id" in (latest.get(fid) or {})
         own = dets.get(fid)
         entry = stored.get(fid)
+        vetoed = None
         if entry is not None:
             fv.own = sum(not d.get("carried") for d in entry["detections"])
             oxy, osc, ocl = arrays(dict(zip(("xyxy", "score", "cls"), qadata.own_detections(entry), strict=True)))
             fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.low_margin)
             for kind in ("detected", "carried"):
-                ds = [d for d in entry["detections"] if bool(d.get("carried")) == (kind == "carried")]
-                xy = np.array([d["box"] for d in ds], np.float32).reshape(-1, 4)
-                cl = np.array([CLASS_NAMES.index(d["class"]) for d in ds], np.uint8)
-                for b, d in zip(redaction_boxes(xy, cl, params, w, h), ds, strict=True):
-                    fv.boxes.append(_box(b, str(d["class"]), kind, float(d["score"])))
-            _add_vetoed(fv, entry.get("vetoed"), params)
+                outline(fv, kind, *listed([d for d in entry["detections"]
+                                           if bool(d.get("carried")) == (kind == "carried")]))
+            vetoed = None if entry.get("vetoed") is None else listed(entry["vetoed"])
         elif own is not None:
             oxy, osc, ocl = arrays(own)
             fv.own = len(osc)
@@ -288,12 +297,14 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             neigh = [dets.get(order[j]["frame_id"]) for j in neighbour_order(i, len(order), k)]
             cxy, csc, ccl = carry_boxes(oxy, ocl, [arrays(d) for d in neigh if d is not None], expand=expand,
                                         width=w, height=h)
-            for kind, xy, sc, cl in (("detected", oxy, osc, ocl), ("carried", cxy, csc, ccl)):
-                for b, s, c in zip(redaction_boxes(xy, cl, params, w, h), sc, cl, strict=True):
-                    fv.boxes.append(_box(b, CLASS_NAMES[int(c)], kind, float(s)))
-            raw = own.get("vetoed")
-            _add_vetoed(fv, None if raw is None else [{"class": CLASS_NAMES[int(b[4])], "box": b[:4], "score": b[5]}
-                                                      for b in raw], params)
+            outline(fv, "detected", oxy, osc, ocl)
+            outline(fv, "carried", cxy, csc, ccl)
+            raw = own.get("vetoed")  # (x1, y1, x2, y2, class, score) rows
+            vetoed = None if raw is None else arrays({"xyxy": [b[:4] for b in raw], "score": [b[5] for b in raw],
+                                                      "cls": [b[4] for b in raw]})
+        if vetoed is not None:  # recorded (possibly none): the verifier's vetoes, not blurred
+            fv.vetoed = len(vetoed[1])
+            outline(fv, "vetoed", *vetoed)
         if ov and ov.boxes:
             xy = np.array([b[:4] for b in ov.boxes], np.float32)
             cl = np.array([b[4] for b in ov.boxes], np.uint8)
@@ -314,23 +325,6 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
     if len([x for x in man["files"] if x.startswith("images/")]) != len(pub):
         raise PipelineError(f"{sdir}: manifest and frames.geojson disagree; run `streetveil audit verify`")
     return SessionReview(sid, views, run, excluded, _track(sdir), thresholds, opts, verified)
-
-
-def _add_vetoed(fv: FrameView, vetoed: Sequence[Mapping[str, Any]] | None, params: Any) -> None:
-    """The verifier's vetoes as recorded, outlined as the detector alone would have blurred
-    them (nothing was blurred there)."""
-    import numpy as np
-
-    from redact.ops import redaction_boxes
-
-    if vetoed is None:
-        return
-    fv.vetoed = len(vetoed)
-    xy = np.array([d["box"] for d in vetoed], np.float32).reshape(-1, 4)
-    cl = np.array([CLASS_NAMES.index(d["class"]) for d in vetoed], np.uint8)
-    for b, c, d in zip(redaction_boxes(xy, cl, params, int(fv.width or 0), int(fv.height or 0)), cl, vetoed,
-                       strict=True):
-        fv.boxes.append(_box(b, CLASS_NAMES[int(c)], "vetoed", float(d["score"])))
 
 
 def _box(b: Any, cls: str, kind: str, score: float | None) -> BoxView:

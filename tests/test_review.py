@@ -447,7 +447,7 @@ def test_sheet_shows_the_plates_a_verifier_vetoed(tmp_path: Path) -> None:
     page = out.read_text()
     assert all(f'id="f-{fid}"' in page for fid in flagged) and page.count("· vetoed ") == 6
     d = _Dom()
-    d.feed(out.read_text())
+    d.feed(page)
     rects = [a for rs in d.rects.values() for a in rs if "vetoed" in str(a.get("class")).split()]
     assert len(rects) == total
     assert {str(c["data-frame"]) for c in d.cards if "vetoed" in str(c["data-flags"]).split()} == flagged
