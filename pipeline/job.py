@@ -36,6 +36,7 @@ from pipeline.plan import (
     EXCLUDED_NO_POSITION,
     EXCLUDED_REQUEST,
     EXCLUDED_ZONE,
+    Override,
     SessionPlan,
     overrides_from,
     plan_session,
@@ -402,7 +403,7 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
             continue
         ctx = TaskContext(source=src, work=out.child(f"{WORK_DIR}/{plan.session_id}"), model=spec,
                           model_hash=model_hash, carry=carry, extra_boxes=plan.extra_boxes,
-                          deleted=plan.deleted_ids, stored=stored_detections(out, prev, plan.deleted_ids))
+                          unblur_areas=plan.unblur_areas, deleted=plan.deleted_ids, stored=stored_detections(out, prev, plan.deleted_ids))
         plans.append((plan, ctx))
 
     total = sum(len(p.included) for p, _ in plans)
@@ -433,11 +434,11 @@ def run_job(opts: JobOptions, executor: Executor, prepared: Prepared | None = No
             plan, ctx = plans[si]
             done = [o.session_id for o in outcomes]
 
-            def rerender(frames: Sequence[FrameRecord],
-                         boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]]) -> list[FrameResult]:
+            def rerender(frames: Sequence[FrameRecord], fresh: Mapping[str, Override]) -> list[FrameResult]:
                 # Frames a request changed during the run, with the same neighbourhood and
-                # detections, and the request boxes read under the publish lock.
-                c = dataclasses.replace(ctx, extra_boxes={**ctx.extra_boxes, **boxes})
+                # detections, and the request boxes and areas read under the publish lock.
+                c = dataclasses.replace(ctx, extra_boxes={**ctx.extra_boxes, **{k: v.boxes for k, v in fresh.items()}},
+                                        unblur_areas={**ctx.unblur_areas, **{k: v.unblur for k, v in fresh.items()}})
                 hs = []
                 for rec in frames:
                     ids, need = plan.frame_window(rec.frame_id, carry.frames)
@@ -582,10 +583,9 @@ def _frame_record(rec: FrameRecord, **kw: Any) -> dict[str, Any]:
             "raw_sha256": rec.sha256, **kw}
 
 
-# Re-renders frames of one session with new request boxes while the publish lock is held:
-# (frames, {frame id: boxes}) -> their results.
-Rerender = Callable[[Sequence[FrameRecord], Mapping[str, tuple[tuple[float, float, float, float, int], ...]]],
-                    list[FrameResult]]
+# Re-renders frames of one session with new request boxes or unblur areas while the publish
+# lock is held: (frames, {frame id: its overrides}) -> their results.
+Rerender = Callable[[Sequence[FrameRecord], Mapping[str, Override]], list[FrameResult]]
 
 
 def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec: dict[str, Any],
@@ -627,18 +627,19 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             why = exclusion(rec, ov, excluded_at)
             if why is not None:
                 late_out.append((rec, why))
-            elif (ov.boxes if ov else ()) != tuple(plan.extra_boxes.get(rec.frame_id, ())):
+            elif ((ov.boxes, ov.unblur) if ov else ((), ())) != (tuple(plan.extra_boxes.get(rec.frame_id, ())),
+                                                                 tuple(plan.unblur_areas.get(rec.frame_id, ()))):
                 stale.append(rec)
         late_note = "a request changed this frame while the run was rendering it"
         if stale:
-            fresh = {r.frame_id: overrides[r.frame_id].boxes for r in stale}
+            fresh = {r.frame_id: overrides[r.frame_id] for r in stale}
             for res in rerender(stale, fresh):
                 by_id[res.frame_id] = res
             for r in stale:
                 res = by_id[r.frame_id]
                 if res.status != "ok":
                     by_id[r.frame_id] = FrameResult(frame_id=r.frame_id, key=res.key, status="failed",
-                                                    error=f"{late_note}; re-rendering it with the new blur boxes "
+                                                    error=f"{late_note}; re-rendering it with the new request "
                                                           f"failed ({res.error}); the next run retries")
         late_ids = {r.frame_id for r, _ in late_out}
         stale_ids = {r.frame_id for r in stale}
@@ -687,6 +688,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             oc.faces += res.faces
             oc.plates += res.plates
             vetoed = {} if res.vetoed is None else {"plates_vetoed": len(res.vetoed)}
+            unblurred = {"plates_unblurred": res.unblurred} if res.unblurred else {}
             if vetoed:
                 oc.plates_vetoed = (oc.plates_vetoed or 0) + vetoed["plates_vetoed"]
             if res.sha256 in known and not late:
@@ -695,7 +697,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                 rec, status="ok", error=None, output_sha256=res.sha256, output_size=res.size,
                 image=image_path(rec.frame_id), faces=res.faces, plates=res.plates,
                 faces_carried=res.faces_carried, plates_carried=res.plates_carried, request_boxes=res.extra,
-                method=method, cached=res.cached, **vetoed, **late))
+                method=method, cached=res.cached, **vetoed, **unblurred, **late))
         for rec, why in late_out:
             oc.excluded[why] = oc.excluded.get(why, 0) + 1
             done_res = by_id[rec.frame_id]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,13 @@ def redact_key(cfg: BaseModel) -> str:
 class Override:
     """What residents' requests (governance, issue 7) changed about one frame. Read from the
     session's audit chain: records ``{"type": "frame-override", "frame_id", "action":
-    "remove" | "blur", "boxes": [[x1, y1, x2, y2, class_index], ...]}``."""
+    "remove" | "blur" | "unblur", "boxes": [[x1, y1, x2, y2, class_index], ...]}`` (blur) or
+    ``"areas": [[x1, y1, x2, y2], ...]`` (unblur: plate redactions lying wholly inside an area
+    are not rendered, see ``redact.ops.redacted_within``)."""
 
     remove: bool = False
     boxes: tuple[tuple[float, float, float, float, int], ...] = ()
+    unblur: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def overrides_from(records: Iterable[Mapping[str, Any]]) -> dict[str, Override]:
@@ -62,10 +65,13 @@ def overrides_from(records: Iterable[Mapping[str, Any]]) -> dict[str, Override]:
         fid = r["frame_id"]
         cur = out.get(fid, Override())
         if r.get("action") == "remove":
-            cur = Override(True, cur.boxes)
+            cur = replace(cur, remove=True)
         elif r.get("action") == "blur":
             boxes = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4])) for b in r.get("boxes", []))
-            cur = Override(cur.remove, cur.boxes + boxes)
+            cur = replace(cur, boxes=cur.boxes + boxes)
+        elif r.get("action") == "unblur":
+            areas = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in r.get("areas", []))
+            cur = replace(cur, unblur=cur.unblur + areas)
         out[fid] = cur
     return out
 
@@ -90,6 +96,7 @@ class SessionPlan:
     excluded: tuple[tuple[FrameRecord, str], ...]  # left out on purpose, with the reason
     batches: tuple[tuple[int, int], ...]  # [start, end) into ``frames``
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
+    unblur_areas: Mapping[str, tuple[tuple[float, float, float, float], ...]] = field(default_factory=dict)
     # Ids of ``included``, built once: ``batch_included`` runs for every batch.
     publish_ids: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -171,6 +178,7 @@ def plan_session(
         excluded=tuple(excluded),
         batches=make_batches(len(frames), batch_size),
         extra_boxes=extra,
+        unblur_areas={fid: ov.unblur for fid, ov in overrides.items() if ov.unblur},
     )
 
 

@@ -1,4 +1,5 @@
-"""Residents' requests against published imagery: extra blur, takedown, exclusion zones.
+"""Residents' requests against published imagery: extra blur, takedown, exclusion zones; and
+the QA fix for a false plate box, unblur (re-rendered from raw only).
 
 ``add_request`` queues a request; ``apply_requests`` carries out the pending ones and
 re-publishes each affected session atomically through ``PublishTxn``. Everything is recorded in
@@ -33,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -69,7 +71,7 @@ _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$")
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
 MAX_REASON = 500
 
-Action = Literal["blur", "remove", "zone"]
+Action = Literal["blur", "unblur", "remove", "zone"]
 IntBox = tuple[int, int, int, int]
 
 
@@ -117,19 +119,19 @@ class RequestSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "reason", check_reason(self.reason))
         check_ref(self.requester_ref)
-        if self.action in ("blur", "remove"):
+        if self.action in ("blur", "unblur", "remove"):
             if not self.session_id or not self.frame_id:
                 raise RequestError(f"a {self.action} request needs a published session and --frame")
             check_name(self.frame_id, "frame id")
-        if self.action == "blur":
+        if self.action in ("blur", "unblur"):
             if not self.boxes:
-                raise RequestError("a blur request needs at least one --blur x1,y1,x2,y2 box")
+                raise RequestError(f"a {self.action} request needs at least one --{self.action} x1,y1,x2,y2 box")
             for b in self.boxes:
                 if len(b) != 4 or b[2] <= b[0] or b[3] <= b[1] or min(b) < 0:
                     raise RequestError(f"box {','.join(map(str, b))}: expected x1,y1,x2,y2 with x2 > x1 >= 0 "
                                        "and y2 > y1 >= 0 (pixels of the published image)")
         elif self.boxes:
-            raise RequestError(f"boxes are only for blur requests, not {self.action}")
+            raise RequestError(f"boxes are only for blur and unblur requests, not {self.action}")
         if self.action == "zone":
             if self.zone is None:
                 raise RequestError("a zone request needs a polygon (--zone FILE.geojson)")
@@ -137,15 +139,42 @@ class RequestSpec:
             raise RequestError("a zone is only for zone requests")
 
 
-def parse_box(text: str) -> IntBox:
+def parse_box(text: str, option: str = "--blur") -> IntBox:
     """``x1,y1,x2,y2`` in published-image pixels (integers)."""
     try:
         v = tuple(int(p) for p in text.replace(" ", "").split(","))
     except ValueError:
-        raise RequestError(f"--blur {text!r}: expected four integers x1,y1,x2,y2") from None
+        raise RequestError(f"{option} {text!r}: expected four integers x1,y1,x2,y2") from None
     if len(v) != 4:
-        raise RequestError(f"--blur {text!r}: expected four integers x1,y1,x2,y2")
+        raise RequestError(f"{option} {text!r}: expected four integers x1,y1,x2,y2")
     return v[0], v[1], v[2], v[3]
+
+
+def redaction_areas(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int,
+                    of_class: int | None = None) -> list[IntBox]:
+    """The areas ``boxes`` ((x1, y1, x2, y2, class, ...), as QA data and ``FrameResult.boxes``
+    hold them; only those of ``of_class`` when given) redact, rounded out to whole pixels. For
+    plates: what an unblur request must enclose to leave one out. Pure."""
+    import numpy as np
+
+    from redact.ops import redaction_boxes
+
+    sel = [b for b in boxes if of_class is None or int(b[4]) == of_class]
+    xyxy = np.array([b[:4] for b in sel], np.float32).reshape(-1, 4)
+    r = redaction_boxes(xyxy, np.array([int(b[4]) for b in sel], np.uint8), params, width, height)
+    return [(math.floor(b[0]), math.floor(b[1]), math.ceil(b[2]), math.ceil(b[3])) for b in r.tolist()]
+
+
+def plate_areas(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int) -> list[IntBox]:
+    from redact.types import PLATE
+
+    return redaction_areas(boxes, params, width, height, PLATE)
+
+
+def _no_plate_inside(fid: str, areas: Sequence[IntBox], plates: Sequence[IntBox]) -> str:
+    listed = " ".join(",".join(map(str, b)) for b in plates) or "none"
+    return (f"no plate redaction of frame {fid} lies wholly inside {' '.join(','.join(map(str, a)) for a in areas)} "
+            f"(faces and request boxes are never unblurred); the frame's plate redactions: {listed}")
 
 
 def render_box(box: Sequence[float], plate_expand: float) -> tuple[float, float, float, float, int]:
@@ -231,14 +260,16 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
         feats = _feature_ids(sdir)
         known = audit.latest_frame_records(audit.read_records(sdir / audit.AUDIT_FILE))
         fid = str(spec.frame_id)
-        if spec.action == "blur":
+        if spec.action in ("blur", "unblur"):
             f = feats.get(fid)
             if f is None:
-                raise RequestError(f"{sdir}: frame {fid} is not published (nothing to blur)")
+                raise RequestError(f"{sdir}: frame {fid} is not published (nothing to {spec.action})")
             w, h = f["properties"].get("width"), f["properties"].get("height")
             for b in spec.boxes:
                 if w is not None and h is not None and (b[2] > w or b[3] > h):
                     raise RequestError(f"box {','.join(map(str, b))} reaches outside the {w}x{h} image {fid}")
+            if spec.action == "unblur":
+                _check_unblur(publish_dir, sid, fid, spec.boxes)
         elif fid not in feats and fid not in known:
             raise RequestError(f"{sdir}: no frame {fid} in this session")
     now = datetime.now(UTC)
@@ -248,7 +279,7 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
         "session_id": sid, "frame_id": spec.frame_id, "reason": spec.reason,
         "requester_ref": spec.requester_ref,
     }
-    if spec.action == "blur":
+    if spec.action in ("blur", "unblur"):
         rec["boxes"] = [list(b) for b in spec.boxes]
     if spec.action == "zone":
         rec["zone"] = dict(spec.zone or {})
@@ -259,6 +290,26 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
                              "session_id": sid, "action": spec.action})
     log.info("queued %s request %s", spec.action, rec["request_id"])
     return rec
+
+
+def _check_unblur(publish_dir: Path, sid: str, fid: str, areas: Sequence[IntBox]) -> None:
+    """Refuse an unblur request whose areas enclose none of the frame's plate redactions, by
+    the QA detections of the publication (when they are at hand; ``apply`` checks again on
+    the frame as re-rendered)."""
+    chain = audit.read_records(publish_dir / sid / audit.AUDIT_FILE)
+    ref = qadata.named(chain)
+    entries = qadata.read(lambda rel: (publish_dir / rel).read_bytes(), ref)[0] if ref else None
+    e = (entries or {}).get(fid)
+    if e is None or e.get("width") is None:
+        return
+    boxes = [[*d["box"], qadata.CLASS_NAMES.index(d["class"])] for d in e["detections"]]
+    plates = plate_areas(boxes, _params_of(basis_run(chain)), int(e["width"]), int(e["height"]))
+    if not any(encloses(a, p) for a in areas for p in plates):
+        raise RequestError(f"{publish_dir / sid}: " + _no_plate_inside(fid, areas, plates))
+
+
+def encloses(area: Sequence[float], box: Sequence[float]) -> bool:
+    return area[0] <= box[0] and area[1] <= box[1] and box[2] <= area[2] and box[3] <= area[3]
 
 
 def queue_records(publish_dir: Path) -> list[dict[str, Any]]:
@@ -486,7 +537,7 @@ class _Rerender:
 
         ctx = TaskContext(source=src, work=out.child(f".work/{sid}"), model=m["spec"],
                           model_hash=m["model_hash"], carry=carry, extra_boxes=plan.extra_boxes,
-                          deleted=plan.deleted_ids, stored=stored_detections(out, records, plan.deleted_ids))
+                          unblur_areas=plan.unblur_areas, deleted=plan.deleted_ids, stored=stored_detections(out, records, plan.deleted_ids))
         # The same neighbourhood as the nightly job: the capture sequence, left-out frames included.
         ids, _ = plan.frame_window(fid, carry.frames)
         by_id = {r.frame_id: r for r in plan.frames}
@@ -594,6 +645,9 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
             if feat is None:
                 _reject(outcomes, records, q, sid, f"frame {fid} is not published (removed meanwhile?)")
                 continue
+            if q["action"] == "unblur":
+                outcomes.append(_unblur(txn, sid, fid, q, feat, chain, run, latest, records, rr, params))
+                continue
             boxes: list[IntBox] = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in q["boxes"]]
             pe = params.plate_expand
             override = {"type": "frame-override", "request_id": q["request_id"], "frame_id": fid, "action": "blur",
@@ -678,6 +732,68 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
         txn.commit(records, {"reason": "requests", "requests": ids, "counts": counts},
                    index={"reason": "requests", "requests": ids})
     return outcomes
+
+
+def _unblur(txn: PublishTxn, sid: str, fid: str, q: Mapping[str, Any], feat: Mapping[str, Any],
+            chain: Sequence[Mapping[str, Any]], run: Mapping[str, Any] | None, latest: dict[str, dict[str, Any]],
+            records: list[dict[str, Any]], rr: _Rerender, params: Any) -> RequestOutcome:
+    """Leave out the plate redactions of ``fid`` that lie wholly inside the requested areas.
+
+    Only a re-render from the raw frame can show what a blur hid, so without the raw frame
+    (or with a config or model other than the published run's) the request is rejected and
+    the image stays as it is. Accepted only when the re-render left out at least one plate
+    redaction more than before and changed nothing outside the areas and the redactions it
+    kept (whose blur may read pixels the left-out box covered; they stay redacted)."""
+    areas: list[IntBox] = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in q["boxes"]]
+    override = {"type": "frame-override", "request_id": q["request_id"], "frame_id": fid, "action": "unblur",
+                "areas": [list(a) for a in areas]}
+    res, why = rr.render(sid, fid, run or {}, [*chain, *records, override])
+    if res is None:
+        why = f"an unblur needs the frame re-rendered from raw, and it cannot be: {why}"
+        _reject_into(records, q, why)
+        return RequestOutcome(q["request_id"], "unblur", sid, fid, "rejected", why)
+    prev = latest.get(fid)
+    before = int((prev or {}).get("plates_unblurred", 0) or 0)
+    w, h = int(res.width or 0), int(res.height or 0)
+    if res.unblurred <= before:
+        why = _no_plate_inside(fid, areas, plate_areas(res.boxes, params, w, h))
+        _reject_into(records, q, why)
+        return RequestOutcome(q["request_id"], "unblur", sid, fid, "rejected", why)
+    from pipeline.jpegblocks import JpegEditError, only_inside
+
+    data = (rr.publish_dir / ".work" / sid / str(res.image)).read_bytes()
+    current = (txn.staging / image_path(fid)).read_bytes()
+    allowed = [_fbox(b) for b in (*areas, *redaction_areas(res.boxes, params, w, h))]
+    try:
+        ok = only_inside(current, data, allowed, w, h)
+    except JpegEditError as e:
+        ok, why = False, str(e)
+    if not ok:
+        why = ("re-rendering from raw also changed pixels outside the areas (the frame's neighbours or config "
+               f"changed since it was published{'; ' + why if why else ''}); the image is kept as it is")
+        _reject_into(records, q, why)
+        return RequestOutcome(q["request_id"], "unblur", sid, fid, "rejected", why)
+    sha = hashlib.sha256(data).hexdigest()
+    qa = qadata.entry(fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key,
+                      boxes=res.boxes, vetoed=res.vetoed)
+    txn.put_image(fid, {**feat, "properties": dict(feat["properties"], sha256=sha, faces=res.faces,
+                                                   plates=res.plates)}, data=data, sha256=sha, qa=qa)
+    n = res.unblurred - before
+    frame = _frame_record(prev, fid, status="ok", error=None, output_sha256=sha, output_size=len(data),
+                          image=image_path(fid), faces=res.faces, plates=res.plates,
+                          faces_carried=res.faces_carried, plates_carried=res.plates_carried,
+                          request_boxes=res.extra, plates_unblurred=res.unblurred, method="request-rerender-raw",
+                          request_id=q["request_id"], previous_sha256=str(feat["properties"].get("sha256")))
+    latest[fid] = frame
+    detail = f"re-rendered from the raw frame without {n} plate redaction(s) inside the area(s)"
+    records += [override, frame, {"type": "request-outcome", "request_id": q["request_id"], "status": "applied",
+                                  "method": "request-rerender-raw", "detail": detail,
+                                  "previous_sha256": frame["previous_sha256"], "new_sha256": sha}]
+    return RequestOutcome(q["request_id"], "unblur", sid, fid, "applied", detail, method="request-rerender-raw")
+
+
+def _reject_into(records: list[dict[str, Any]], q: Mapping[str, Any], why: str) -> None:
+    records.append({"type": "request-outcome", "request_id": q["request_id"], "status": "rejected", "detail": why})
 
 
 def _renotice(txn: PublishTxn, chain: Sequence[Mapping[str, Any]], run: Mapping[str, Any] | None,

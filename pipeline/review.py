@@ -84,7 +84,7 @@ class BoxView:
     x2: float
     y2: float
     cls: str
-    kind: str  # detected | carried | request | vetoed (by a plate verifier: not redacted)
+    kind: str  # detected | carried | request | vetoed (by a plate verifier) | unblurred (by request): not redacted
     score: float | None = None
 
 
@@ -278,7 +278,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
                        faces=int(p.get("faces", 0)), plates=int(p.get("plates", 0)))
         w, h = int(fv.width or 0), int(fv.height or 0)
         ov = overrides.get(fid)
-        fv.edited = bool(ov and ov.boxes) or "request_id" in (latest.get(fid) or {})
+        fv.edited = bool(ov and (ov.boxes or ov.unblur)) or "request_id" in (latest.get(fid) or {})
         own = dets.get(fid)
         entry = stored.get(fid)
         vetoed = None
@@ -310,6 +310,8 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             cl = np.array([b[4] for b in ov.boxes], np.uint8)
             for b in redaction_boxes(xy, cl, params, w, h):
                 fv.boxes.append(_box(b, "request", "request", None))
+        for a in (ov.unblur if ov else ()):  # areas whose plate redactions a request left out
+            fv.boxes.append(_box(a, "area", "unblurred", None))
         fv.thumb = thumbnail((sdir / str(fv.image)).read_bytes(), opts.thumb_width, opts.thumb_quality)
         views.append(fv)
     pub = [f for f in views if f.status == "published"]

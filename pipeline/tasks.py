@@ -83,6 +83,8 @@ class TaskContext:
     carry: CarrySpec = CarrySpec()
     # frame id -> extra boxes ((x1, y1, x2, y2, class index), ...) from requests (issue 7)
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
+    # frame id -> areas where a request judged the plate redactions false (pipeline.plan.Override)
+    unblur_areas: Mapping[str, tuple[tuple[float, float, float, float], ...]] = field(default_factory=dict)
     # Frames whose raw file was deleted on purpose: never read; their detections come only
     # from earlier results: the work cache, else ``stored`` (the detections kept with the
     # publication, pipeline.qadata), else they are "unavailable" (never "failed").
@@ -91,6 +93,7 @@ class TaskContext:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_boxes", dict(self.extra_boxes))
+        object.__setattr__(self, "unblur_areas", dict(self.unblur_areas))
         object.__setattr__(self, "deleted", frozenset(self.deleted))
         object.__setattr__(self, "stored", dict(self.stored))
 
@@ -157,6 +160,7 @@ class FrameResult:
     faces_carried: int = 0
     plates_carried: int = 0
     extra: int = 0  # boxes added by requests
+    unblurred: int = 0  # plate redactions left out by unblur requests (not in the counts above)
     width: int | None = None
     height: int | None = None
     # What was redacted, for QA (pipeline.qadata): (x1, y1, x2, y2, class, score, carried 0/1),
@@ -209,13 +213,18 @@ def geotag_token(rec: FrameRecord) -> str:
 
 
 def render_key(det_key: str, neighbour_det_keys: Sequence[str], carry: CarrySpec,
-               extra: Sequence[tuple[float, float, float, float, int]], config_key: str, geotag: str) -> str:
+               extra: Sequence[tuple[float, float, float, float, int]], config_key: str, geotag: str,
+               unblur: Sequence[tuple[float, float, float, float]] = ()) -> str:
     """The output image depends on its own detections, the neighbours' (carry), the carry
-    parameters, request boxes and the EXIF geotag from the frame record. Neighbours that
-    failed are left out of the key, so a rerun that recovers one re-renders the frames next
-    to it."""
-    return _h("render", str(WORK_VERSION), det_key, ",".join(neighbour_det_keys), carry.token(),
-              json.dumps([list(e) for e in extra]), config_key, geotag)
+    parameters, request boxes and unblur areas, and the EXIF geotag from the frame record.
+    Neighbours that failed are left out of the key, so a rerun that recovers one re-renders
+    the frames next to it. (Unblur areas enter only when there are some: every other frame
+    keeps the key, and the cached render, it had before unblur requests existed.)"""
+    parts = ["render", str(WORK_VERSION), det_key, ",".join(neighbour_det_keys), carry.token(),
+             json.dumps([list(e) for e in extra]), config_key, geotag]
+    if unblur:
+        parts.append("unblur" + json.dumps([list(a) for a in unblur]))
+    return _h(*parts)
 
 
 # Work files are named by frame and key, so results for other configs or neighbourhoods stay
@@ -423,7 +432,9 @@ def render_batch(
         neigh = [dets[window[j]] for j in neighbour_order(pos[rec.frame_id], len(window), ctx.carry.frames)]
         neigh = [d for d in neigh if d.status == "ok"]
         extra = ctx.extra_boxes.get(rec.frame_id, ())
-        key = render_key(own.key, [d.key for d in neigh], ctx.carry, extra, ctx.model.config_key, geotag_token(rec))
+        unblur = ctx.unblur_areas.get(rec.frame_id, ())
+        key = render_key(own.key, [d.key for d in neigh], ctx.carry, extra, ctx.model.config_key, geotag_token(rec),
+                         unblur)
         cached = _read_json(ctx.work, _out_rel(rec.frame_id, key))
         # (Results written before the QA boxes were kept are rendered again: same bytes.)
         if cached and cached.get("key") == key and cached.get("status") == "ok" and "boxes" in cached \
@@ -434,7 +445,7 @@ def render_batch(
         if redactor is None:
             redactor = _check_model(ctx.model, ctx.model_hash)
         try:
-            res = _render_one(ctx, redactor, rec, own, neigh, extra, key)
+            res = _render_one(ctx, redactor, rec, own, neigh, extra, unblur, key)
         except FrameFailure as f:
             res = FrameResult(frame_id=rec.frame_id, key=key, status="failed", error=str(f))
             _write_json(ctx.work, _out_rel(rec.frame_id, key), res.to_json())
@@ -444,14 +455,25 @@ def render_batch(
 
 def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResult,
                 neigh: Sequence[DetResult], extra: Sequence[tuple[float, float, float, float, int]],
-                key: str) -> FrameResult:
-    from redact.types import Detections
+                unblur: Sequence[tuple[float, float, float, float]], key: str) -> FrameResult:
+    from redact.ops import redacted_within
+    from redact.types import PLATE, Detections
 
     img = _decode(redactor, _load_frame(ctx, rec), rec)
     w, h = int(img.width), int(img.height)
     oxy, osc, ocl = own.arrays()
+    # Carry from the detections as found: an unblur request is about this frame's image only.
     cxy, csc, ccl = carry_boxes(oxy, ocl, [d.arrays() for d in neigh], expand=ctx.carry.expand,
                                 width=w, height=h)
+    unblurred = 0
+    if unblur:
+        # Plate redactions (own and carried) a person judged false, wholly inside an area they
+        # named; faces and request boxes are never left out this way.
+        keep_o = ~redacted_within(oxy, ocl, np.array(unblur), redactor.params, w, h, of_class=PLATE)
+        keep_c = ~redacted_within(cxy, ccl, np.array(unblur), redactor.params, w, h, of_class=PLATE)
+        unblurred = int((~keep_o).sum() + (~keep_c).sum())
+        oxy, osc, ocl = oxy[keep_o], osc[keep_o], ocl[keep_o]
+        cxy, csc, ccl = cxy[keep_c], csc[keep_c], ccl[keep_c]
     parts = [Detections(oxy, osc, ocl), Detections(cxy, csc, ccl)]
     if extra:
         parts.append(Detections(np.array([e[:4] for e in extra], np.float32),
@@ -473,6 +495,7 @@ def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResul
         sha256=hashlib.sha256(data).hexdigest(), size=len(data),
         faces=int((ocl == 0).sum() + (ccl == 0).sum()), plates=int((ocl == 1).sum() + (ccl == 1).sum()),
         faces_carried=int((ccl == 0).sum()), plates_carried=int((ccl == 1).sum()), extra=len(extra),
+        unblurred=unblurred,
         width=w, height=h, detected_cached=own.cached, det_key=own.key, vetoed=own.vetoed,
         boxes=tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), float(sc), carried)
                     for xy, ss, cc, carried in ((oxy, osc, ocl, 0), (cxy, csc, ccl, 1))

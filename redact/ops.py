@@ -106,6 +106,23 @@ def redaction_boxes(xyxy: np.ndarray, cls: np.ndarray, params: RedactParams, wid
     return clip_boxes(expand_boxes(xyxy, factor), width, height)
 
 
+def redacted_within(xyxy: np.ndarray, cls: np.ndarray, areas: np.ndarray, params: RedactParams,
+                    width: int, height: int, *, of_class: int) -> np.ndarray:
+    """Boolean mask over ``xyxy``: boxes of class ``of_class`` whose redaction (expanded,
+    clipped, rounded out to whole pixels as ``redact`` touches them) lies wholly inside one of
+    ``areas`` (float[M, 4] xyxy). Pure; used to leave out redactions a person judged false."""
+    xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    cls = np.asarray(cls).reshape(-1)
+    areas = np.asarray(areas, np.float64).reshape(-1, 4)
+    if len(xyxy) == 0 or len(areas) == 0:
+        return np.zeros(len(xyxy), bool)
+    r = redaction_boxes(xyxy, cls, params, width, height).astype(np.float64)
+    r = np.concatenate([np.floor(r[:, :2]), np.ceil(r[:, 2:])], axis=1)
+    inside = ((r[:, None, 0] >= areas[None, :, 0]) & (r[:, None, 1] >= areas[None, :, 1])
+              & (r[:, None, 2] <= areas[None, :, 2]) & (r[:, None, 3] <= areas[None, :, 3]))
+    return np.asarray((cls == of_class) & inside.any(axis=1), bool)
+
+
 def redact(rgb: np.ndarray, xyxy: np.ndarray, cls: np.ndarray, params: RedactParams) -> np.ndarray:
     """A redacted copy of ``rgb`` (H x W x 3 uint8): every box expanded, masked and replaced.
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from redact.ops import RedactParams, blur_sigma, box_mask, redact, redacted_area
+from redact.ops import RedactParams, blur_sigma, box_mask, redact, redacted_area, redacted_within
 from redact.types import FACE, PLATE
 
 
@@ -121,6 +121,23 @@ def test_default_expansion_per_class(cls: int, factor: float) -> None:
     ys, xs = np.nonzero(area)
     assert xs.max() - xs.min() + 1 == pytest.approx(100 * factor, abs=2)
     assert ys.max() - ys.min() + 1 == pytest.approx(50 * factor, abs=2)
+
+
+def test_redacted_within_takes_whole_plate_redactions_only() -> None:
+    """An unblur area takes a plate box only if everything redacting it would touch (the box
+    grown by plate_expand, clipped, rounded out to whole pixels) lies inside; never a face."""
+    p = RedactParams()  # plate_expand 1.15: [100, 100, 200, 140] redacts [92.5, 97, 207.5, 143]
+    xy = np.array([[100, 100, 200, 140], [100, 100, 200, 140], [590, 10, 640, 30]], np.float32)
+    cls = np.array([PLATE, FACE, PLATE])
+    got = redacted_within(xy, cls, np.array([[92, 97, 208, 143]]), p, 640, 480, of_class=PLATE)
+    assert got.tolist() == [True, False, False]
+    # One pixel short on any side (rounded out, 92.5 needs 92) keeps it.
+    for short in ([93, 97, 208, 143], [92, 98, 208, 143], [92, 97, 207, 143], [92, 97, 208, 142]):
+        assert not redacted_within(xy, cls, np.array([short]), p, 640, 480, of_class=PLATE)[0]
+    # Clipped at the image edge: the area need not reach past it; several areas, any one will do.
+    areas = np.array([[0, 0, 10, 10], [586, 8, 640, 32]])
+    assert redacted_within(xy, cls, areas, p, 640, 480, of_class=PLATE).tolist() == [False, False, True]
+    assert redacted_within(xy[:0], cls[:0], areas, p, 640, 480, of_class=PLATE).shape == (0,)
 
 
 def test_feather_fades_outwards_only() -> None:

@@ -46,30 +46,37 @@ def review_cmd(session_dir: Path, out: Path | None, low_margin: float, busy_wind
 
 @click.group("request")
 def request_group() -> None:
-    """Residents' requests: extra blur, takedown, exclusion zones (all audited)."""
+    """Residents' requests and QA fixes: extra blur, unblur a false plate box, takedown,
+    exclusion zones (all audited)."""
 
 
 @request_group.command("add")
 @click.argument("target", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@click.option("--frame", "frame_id", help="Frame id (blur / remove).")
+@click.option("--frame", "frame_id", help="Frame id (blur / unblur / remove).")
 @click.option("--blur", "boxes", multiple=True, metavar="X1,Y1,X2,Y2",
               help="Area to blur in published-image pixels (repeatable).")
+@click.option("--unblur", "unblur", multiple=True, metavar="X1,Y1,X2,Y2",
+              help="Area whose plate redactions are false (a sign, lettering): re-render the frame from raw "
+              "without the plate boxes lying wholly inside it (repeatable; faces stay blurred).")
 @click.option("--remove", is_flag=True, help="Take the frame's image and GeoJSON feature down.")
 @click.option("--zone", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="GeoJSON (Multi)Polygon: remove every frame inside, in every session of TARGET "
               "(the publish folder), and keep it out of all later runs.")
 @click.option("--reason", required=True, help="Why (no personal data: no names, addresses, e-mail).")
 @click.option("--requester-ref", help="Opaque reference of the request in your case system.")
-def request_add(target: Path, frame_id: str | None, boxes: tuple[str, ...], remove: bool, zone: Path | None,
-                reason: str, requester_ref: str | None) -> None:
-    """Queue a request against TARGET: PUBLISH_DIR/<session> for --blur/--remove, PUBLISH_DIR for
-    --zone. Nothing published changes until `streetveil request apply`."""
+def request_add(target: Path, frame_id: str | None, boxes: tuple[str, ...], unblur: tuple[str, ...], remove: bool,
+                zone: Path | None, reason: str, requester_ref: str | None) -> None:
+    """Queue a request against TARGET: PUBLISH_DIR/<session> for --blur/--unblur/--remove,
+    PUBLISH_DIR for --zone. Nothing published changes until `streetveil request apply`."""
     from pipeline.requests import RequestSpec, add_request, parse_box, zone_geometry
 
-    if sum((bool(boxes), remove, zone is not None)) != 1:
-        raise click.UsageError("give exactly one of --blur BOX..., --remove, --zone FILE")
+    if sum((bool(boxes), bool(unblur), remove, zone is not None)) != 1:
+        raise click.UsageError("give exactly one of --blur BOX..., --unblur BOX..., --remove, --zone FILE")
     if zone is not None:
         spec = RequestSpec("zone", reason, zone=zone_geometry(zone), requester_ref=requester_ref)
+    elif unblur:
+        spec = RequestSpec("unblur", reason, session_id=target.name, frame_id=frame_id,
+                           boxes=tuple(parse_box(b, "--unblur") for b in unblur), requester_ref=requester_ref)
     else:
         spec = RequestSpec("blur" if boxes else "remove", reason, session_id=target.name, frame_id=frame_id,
                            boxes=tuple(parse_box(b) for b in boxes), requester_ref=requester_ref)

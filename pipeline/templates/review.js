@@ -96,8 +96,9 @@
       start = null;
       if (b[2] - b[0] < 2 || b[3] - b[1] < 2) { return; }
       cmd.hidden = false;
-      cmd.textContent = "streetveil request add " + PUBLISH_PATH + " --frame " + c.getAttribute("data-frame") +
-        " --blur " + b.join(",") + " --reason \"...\" --requester-ref CASE-ID";
+      var add = "streetveil request add " + PUBLISH_PATH + " --frame " + c.getAttribute("data-frame");
+      cmd.textContent = add + " --blur " + b.join(",") + " --reason \"...\" --requester-ref CASE-ID\n" +
+        "false plate box (sign, lettering) instead: " + add + " --unblur " + b.join(",") + " --reason \"...\"";
     });
   });
 

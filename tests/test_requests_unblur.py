@@ -1,0 +1,239 @@
+"""Unblur requests: a plate box the detector put on a street sign is left out of the frame's
+image by re-rendering it from raw, recorded in the chains, kept by later nightly runs, shown
+on the QA sheet; and everything an unblur must not do is refused (see test_requests.py for
+extra blur)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jpeglib
+import numpy as np
+import pytest
+from conftest import CONFIGS, run_cli
+from PIL import Image
+from test_requests import NIGHTLY, _chain, _manifest_images, _nightly_rerun, _verify_ok, tree
+
+from pipeline import audit, qadata
+from pipeline.requests import _params_of, basis_run
+from redact.ops import redaction_boxes
+from redact.types import FACE, PLATE
+
+__all__ = ["tree"]  # the fixture, shared with test_requests.py
+
+FID = "000004"  # the sample's 4th frame: the detector alone blurs part of its road sign
+MCU = 16
+
+
+def _qa_entry(sdir: Path, fid: str) -> dict[str, Any]:
+    ref = qadata.named(_chain(sdir))
+    assert ref is not None
+    entries, why = qadata.read(lambda rel: (sdir.parent / rel).read_bytes(), ref)
+    assert entries is not None, why
+    return entries[fid]
+
+
+def _areas(entry: dict[str, Any], sdir: Path, cls: int) -> list[tuple[int, int, int, int]]:
+    """The redaction areas of the frame's boxes of ``cls``, rounded out to whole pixels."""
+    params = _params_of(basis_run(_chain(sdir)))
+    ds = [d for d in entry["detections"] if qadata.CLASS_NAMES.index(d["class"]) == cls]
+    xy = np.array([d["box"] for d in ds], np.float32).reshape(-1, 4)
+    r = redaction_boxes(xy, np.full(len(ds), cls, np.uint8), params, entry["width"], entry["height"])
+    return [(math.floor(a), math.floor(b), math.ceil(c), math.ceil(d)) for a, b, c, d in r.tolist()]
+
+
+def _inside(area: tuple[int, ...], box: tuple[int, ...]) -> bool:
+    return area[0] <= box[0] and area[1] <= box[1] and box[2] <= area[2] and box[3] <= area[3]
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+
+
+def _sign_and_area(sdir: Path) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], int]:
+    """(the road sign the generator drew in FID, the area an operator draws around the plate
+    redactions on it, how many there are)."""
+    from pipeline.sample import draw_frame
+
+    sign = draw_frame(int(FID) - 1)[1].signs[0]
+    entry = _qa_entry(sdir, FID)
+    on_sign = []
+    for a in _areas(entry, sdir, PLATE):
+        ix = max(0, min(a[2], sign[2]) - max(a[0], sign[0])) * max(0, min(a[3], sign[3]) - max(a[1], sign[1]))
+        if ix > 0.5 * (a[2] - a[0]) * (a[3] - a[1]):
+            on_sign.append(a)
+    assert on_sign, "precondition: the default detector blurs part of the sample's road sign"
+    area = (min(a[0] for a in on_sign), min(a[1] for a in on_sign), max(a[2] for a in on_sign),
+            max(a[3] for a in on_sign))
+    assert not any(_inside(area, f) for f in _areas(entry, sdir, FACE))
+    return sign, area, sum(_inside(area, a) for a in _areas(entry, sdir, PLATE))
+
+
+def _dct_outside_unchanged(old: Path, new: Path, area: tuple[int, int, int, int]) -> None:
+    """Every DCT block outside the area's MCUs is bit-identical (the re-render touched nothing
+    else: no other redaction of this frame read the pixels of the box left out)."""
+    a = (area[0] // MCU * MCU, area[1] // MCU * MCU, math.ceil(area[2] / MCU) * MCU, math.ceil(area[3] / MCU) * MCU)
+    jo, jn = jpeglib.read_dct(str(old)), jpeglib.read_dct(str(new))
+    for i, (co, cn) in enumerate(zip((jo.Y, jo.Cb, jo.Cr), (jn.Y, jn.Cb, jn.Cr), strict=True)):
+        px = 8 if i == 0 else 16
+        r = np.arange(co.shape[0])[:, None]
+        c = np.arange(co.shape[1])[None, :]
+        hit = (c * px < a[2]) & ((c + 1) * px > a[0]) & (r * px < a[3]) & ((r + 1) * px > a[1])
+        assert np.array_equal(co[~hit], cn[~hit]), f"component {i} changed outside {a}"
+        assert i > 0 or not np.array_equal(co, cn)
+
+
+def test_unblur_makes_a_sign_legible_again_and_holds_in_later_runs(tree: tuple[Path, Path, Path],
+                                                                  tmp_path: Path) -> None:
+    pub, sdir, raw = tree
+    sign, area, n = _sign_and_area(sdir)
+    img = sdir / "images" / f"{FID}.jpg"
+    old = tmp_path / "old.jpg"
+    shutil.copyfile(img, old)
+    raw_rgb = _rgb(raw / "frames" / f"{FID}.jpg")
+    x1, y1, x2, y2 = sign
+
+    def off_raw(p: Path) -> float:  # how far the sign's pixels are from the raw frame's
+        return float(np.abs(_rgb(p)[y1:y2, x1:x2] - raw_rgb[y1:y2, x1:x2]).mean())
+
+    assert off_raw(old) > 8  # blurred: the lettering cannot be read
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, area)),
+                "--reason", "QA: road sign blurred as a plate; the GIS team needs it", "--requester-ref", "QA-2026-3")
+    assert r.returncode == 0 and "queued unblur" in r.stdout, r.stderr
+    assert img.read_bytes() == old.read_bytes()  # queued only
+    r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(raw.parent))
+    assert r.returncode == 0 and "applied" in r.stdout and f"without {n} plate redaction(s)" in r.stdout, \
+        r.stdout + r.stderr
+    assert off_raw(img) < 4  # as sharp as the raw frame, up to JPEG
+    _dct_outside_unchanged(old, img, area)
+
+    new_sha = hashlib.sha256(img.read_bytes()).hexdigest()
+    assert _manifest_images(sdir)[f"images/{FID}.jpg"] == new_sha
+    before = next(x for x in _chain(sdir) if x["type"] == "frame" and x["frame_id"] == FID)
+    chain = _chain(sdir)
+    ov = [x for x in chain if x["type"] == "frame-override"][-1]
+    assert ov["action"] == "unblur" and ov["areas"] == [list(area)] and ov["frame_id"] == FID
+    frame = [x for x in chain if x["type"] == "frame" and x["frame_id"] == FID][-1]
+    assert frame["output_sha256"] == new_sha and frame["plates_unblurred"] == n
+    assert frame["plates"] == before["plates"] - n and frame["faces"] == before["faces"]
+    req = [x for x in chain if x["type"] == "request"][-1]
+    assert req["action"] == "unblur" and "reason" not in req and b"QA-2026-3" not in (sdir / "audit.jsonl").read_bytes()
+    # The QA detections describe the new image: no plate box inside the area any more.
+    entry = _qa_entry(sdir, FID)
+    assert entry["image_sha256"] == new_sha
+    assert not any(_inside(area, a) for a in _areas(entry, sdir, PLATE))
+    _verify_ok(pub)
+
+    # Later nightly runs obey it and render the very same bytes, from the work cache or not.
+    _nightly_rerun(raw, pub)
+    assert hashlib.sha256(img.read_bytes()).hexdigest() == new_sha
+    shutil.rmtree(pub / ".work")
+    _nightly_rerun(raw, pub)
+    assert hashlib.sha256(img.read_bytes()).hexdigest() == new_sha
+    _verify_ok(pub)
+
+    # The QA sheet flags the frame as edited and outlines the area.
+    r = run_cli("review", str(sdir), "--out", str(tmp_path / "review.html"))
+    assert r.returncode == 0 and "1 edited by request" in r.stdout, r.stderr
+    page = (tmp_path / "review.html").read_text()
+    card = page[page.index(f'id="f-{FID}"'):].split("</article>")[0]
+    assert "request" in card.split('data-flags="')[1].split('"')[0].split()
+    w, h = area[2] - area[0], area[3] - area[1]
+    assert f'<rect class="box unblurred area" x="{area[0]}" y="{area[1]}" width="{w}" height="{h}">' in card
+
+
+def test_unblur_refuses_faces_and_areas_without_a_plate_box(tree: tuple[Path, Path, Path]) -> None:
+    _, sdir, _ = tree
+    entry = _qa_entry(sdir, FID)
+    face = _areas(entry, sdir, FACE)[0]
+    around = (max(0, face[0] - 2), max(0, face[1] - 2), face[2] + 2, face[3] + 2)
+    assert not any(_inside(around, a) for a in _areas(entry, sdir, PLATE))
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, around)),
+                "--reason", "not a face")
+    assert r.returncode == 2 and "no plate redaction" in r.stderr and "faces" in r.stderr, r.stderr
+    # The error lists the frame's plate areas, so the operator can draw one that encloses it.
+    assert ",".join(map(str, _areas(entry, sdir, PLATE)[0])) in r.stderr
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", "0,0,10,10", "--blur", "0,0,10,10",
+                "--reason", "x")
+    assert r.returncode == 2 and "exactly one of" in r.stderr
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", "0,0,5000,10", "--reason", "x")
+    assert r.returncode == 2 and "reaches outside" in r.stderr
+    assert not (sdir.parent / ".governance" / "requests.jsonl").exists()
+
+
+def test_unblur_without_the_raw_frame_is_rejected_and_changes_nothing(tree: tuple[Path, Path, Path]) -> None:
+    """A blur cannot be undone from the published image: without the raw frame the request is
+    rejected (exit 1), recorded as such, and the image stays blurred."""
+    from capture.session import SessionReader, delete_frames
+
+    pub, sdir, raw = tree
+    _, area, _ = _sign_and_area(sdir)
+    delete_frames(raw, [r for r in SessionReader(raw).frames() if r.frame_id == FID], reason="retention")
+    img = sdir / "images" / f"{FID}.jpg"
+    before = img.read_bytes()
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, area)),
+                "--reason", "road sign")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("request", "apply", str(sdir), "--config", str(CONFIGS / "nightly.toml"),
+                "--sessions-root", str(raw.parent))
+    assert r.returncode == 1 and "rejected" in r.stdout and "raw frame was deleted" in r.stdout, r.stdout
+    assert img.read_bytes() == before
+    chain = _chain(sdir)
+    assert not [x for x in chain if x["type"] == "frame-override"]  # later runs have nothing to obey
+    assert [x["status"] for x in chain if x["type"] == "request-outcome"] == ["rejected"]
+    queue = audit.read_records(pub / ".governance" / "requests.jsonl")
+    assert queue[-1]["type"] == "request-outcome" and queue[-1]["status"] == "rejected"
+    _verify_ok(pub)
+
+
+def test_overrides_collect_unblur_areas_per_frame() -> None:
+    from pipeline.plan import Override, overrides_from
+
+    recs = [{"type": "frame-override", "frame_id": "a", "action": "blur", "boxes": [[1, 2, 3, 4, 1]]},
+            {"type": "frame-override", "frame_id": "a", "action": "unblur", "areas": [[0, 0, 50, 40]]},
+            {"type": "frame-override", "frame_id": "a", "action": "unblur", "areas": [[60, 0, 90, 40]]},
+            {"type": "frame-override", "frame_id": "b", "action": "unblur", "areas": [[5, 5, 9, 9]]},
+            {"type": "frame-override", "frame_id": "b", "action": "remove"},
+            {"type": "frame", "frame_id": "c", "action": "unblur", "areas": [[0, 0, 1, 1]]}]
+    got = overrides_from(recs)
+    assert got["a"] == Override(boxes=((1.0, 2.0, 3.0, 4.0, 1),), unblur=((0.0, 0.0, 50.0, 40.0), (60.0, 0.0, 90.0, 40.0)))
+    assert got["b"] == Override(remove=True, unblur=((5.0, 5.0, 9.0, 9.0),))
+    assert "c" not in got
+
+
+def test_unblur_applied_while_the_job_renders_is_not_undone(tree: tuple[Path, Path, Path],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job renders before it takes the session's lock; an unblur applied in between is
+    re-rendered under the lock (never the stale, blurred render published over it)."""
+    from pipeline import job
+    from pipeline.config import NightlyConfig, load_config
+    from pipeline.requests import ApplyOptions, RequestSpec, add_request, apply_requests
+
+    pub, sdir, raw = tree
+    cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={})
+    _, area, _ = _sign_and_area(sdir)
+    before = _manifest_images(sdir)
+    seen: dict[str, str] = {}
+    publish = job._publish
+
+    def unblur_then_publish(*args, **kw):  # type: ignore[no-untyped-def]
+        add_request(sdir, RequestSpec(action="unblur", reason="late unblur", session_id=sdir.name, frame_id=FID,
+                                      boxes=(area,)))
+        assert not apply_requests(pub, ApplyOptions(config=cfg, sessions_root=raw.parent)).rejected
+        seen["sha"] = _manifest_images(sdir)[f"images/{FID}.jpg"]
+        return publish(*args, **kw)
+
+    monkeypatch.setattr(job, "_publish", unblur_then_publish)
+    (pub / ".work").rename(pub / ".work-old")  # so the job renders every frame before the request
+    job.run_serial(job.JobOptions(sessions=(str(raw),), out=str(pub), config=cfg, progress=False, threads=1))
+    images = _manifest_images(sdir)
+    assert seen["sha"] != before[f"images/{FID}.jpg"] and images[f"images/{FID}.jpg"] == seen["sha"]
+    assert {k: v for k, v in images.items() if FID not in k} == {k: v for k, v in before.items() if FID not in k}
+    chain = _chain(sdir)
+    last = [x for x in chain[max(i for i, x in enumerate(chain) if x["type"] == "run"):] if x.get("frame_id") == FID]
+    assert last[-1]["plates_unblurred"] >= 1 and "re-rendered at publication" in last[-1]["note"]
+    _verify_ok(pub)
