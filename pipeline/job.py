@@ -653,7 +653,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
                                         faces=res.faces, plates=res.plates, width=res.width, height=res.height)
                 qa = qadata.entry(rec.frame_id, image_sha256=res.sha256, width=res.width, height=res.height,
                                   detect_key=res.det_key, boxes=res.boxes,
-                                  vetoed=res.vetoed)
+                                  vetoed=res.vetoed, unblurred=res.unblurred)
                 try:
                     if work.local is not None:
                         txn.put_image(rec.frame_id, feature, source=work.local / res.image, sha256=res.sha256, qa=qa)
@@ -688,7 +688,7 @@ def _publish(out: Store, plan: SessionPlan, results: list[FrameResult], run_rec:
             oc.faces += res.faces
             oc.plates += res.plates
             vetoed = {} if res.vetoed is None else {"plates_vetoed": len(res.vetoed)}
-            unblurred = {"plates_unblurred": res.unblurred} if res.unblurred else {}
+            unblurred = {"plates_unblurred": len(res.unblurred)} if res.unblurred else {}
             if vetoed:
                 oc.plates_vetoed = (oc.plates_vetoed or 0) + vetoed["plates_vetoed"]
             if res.sha256 in known and not late:

@@ -44,17 +44,22 @@ def redact_key(cfg: BaseModel) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# (x1, y1, x2, y2, detect key): an unblur area and the detections it was judged against.
+UnblurArea = tuple[float, float, float, float, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Override:
     """What residents' requests (governance, issue 7) changed about one frame. Read from the
     session's audit chain: records ``{"type": "frame-override", "frame_id", "action":
     "remove" | "blur" | "unblur", "boxes": [[x1, y1, x2, y2, class_index], ...]}`` (blur) or
-    ``"areas": [[x1, y1, x2, y2], ...]`` (unblur: plate redactions lying wholly inside an area
-    are not rendered, see ``redact.ops.redacted_within``)."""
+    ``"areas": [[x1, y1, x2, y2], ...], "detect_key"`` (unblur: plate redactions lying wholly
+    inside an area are not rendered, see ``redact.ops.redacted_within``, as long as the frame's
+    detections are those the operator judged: each area carries that detect key)."""
 
     remove: bool = False
     boxes: tuple[tuple[float, float, float, float, int], ...] = ()
-    unblur: tuple[tuple[float, float, float, float], ...] = ()
+    unblur: tuple[UnblurArea, ...] = ()
 
 
 def overrides_from(records: Iterable[Mapping[str, Any]]) -> dict[str, Override]:
@@ -70,7 +75,8 @@ def overrides_from(records: Iterable[Mapping[str, Any]]) -> dict[str, Override]:
             boxes = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4])) for b in r.get("boxes", []))
             cur = replace(cur, boxes=cur.boxes + boxes)
         elif r.get("action") == "unblur":
-            areas = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in r.get("areas", []))
+            key = str(r.get("detect_key") or "")  # none: never matches, the frame stays blurred
+            areas = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), key) for b in r.get("areas", []))
             cur = replace(cur, unblur=cur.unblur + areas)
         out[fid] = cur
     return out
@@ -96,7 +102,7 @@ class SessionPlan:
     excluded: tuple[tuple[FrameRecord, str], ...]  # left out on purpose, with the reason
     batches: tuple[tuple[int, int], ...]  # [start, end) into ``frames``
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
-    unblur_areas: Mapping[str, tuple[tuple[float, float, float, float], ...]] = field(default_factory=dict)
+    unblur_areas: Mapping[str, tuple[UnblurArea, ...]] = field(default_factory=dict)
     # Ids of ``included``, built once: ``batch_included`` runs for every batch.
     publish_ids: frozenset[str] = field(init=False, repr=False, compare=False)
 

@@ -15,7 +15,10 @@ audit chain's ``frame-override`` records. With a plate verifier on (``plate_veri
 entry also lists under ``"vetoed"`` (``[{"class", "box", "score"}, …]``, possibly empty) the
 candidates the verifier vetoed that the detector alone would have redacted: not blurred in
 the image, listed so that a reviewer can judge the verifier. Absent without a verifier (and
-in entries written before streetveil kept them). No pixels, crops or plate text. ``detect_key`` (a
+in entries written before streetveil kept them). A detection an unblur request left out of the
+image is marked ``"unblurred": true``: not blurred, but still one of the frame's detections,
+in the detector's order (its carry context once the raw frame is gone). No pixels, crops or
+plate text. ``detect_key`` (a
 hash of the raw frame's sha256, the redaction config and the model) lets the nightly job reuse
 a frame's own boxes as carry context after its raw file was deleted.
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 QA_DIR = ".qa"
@@ -42,15 +45,18 @@ RECORD_KEY = "qa_detections"  # in the session's ``publish`` records
 
 
 def entry(frame_id: str, *, image_sha256: str, width: int | None, height: int | None, detect_key: str,
-          boxes: Sequence[Sequence[float]], vetoed: Sequence[Sequence[float]] | None = None) -> dict[str, Any]:
-    """One frame's line. ``boxes`` are ``(x1, y1, x2, y2, class index, score, carried 0/1)``;
-    ``vetoed`` (``(x1, y1, x2, y2, class index, score)``, not redacted) only when recorded."""
+          boxes: Sequence[Sequence[float]], vetoed: Sequence[Sequence[float]] | None = None,
+          unblurred: Collection[int] = ()) -> dict[str, Any]:
+    """One frame's line. ``boxes`` are ``(x1, y1, x2, y2, class index, score, carried 0/1)``,
+    ``unblurred`` indices into them (left out by unblur requests); ``vetoed`` (``(x1, y1, x2,
+    y2, class index, score)``, not redacted) only when recorded."""
     def item(b: Sequence[float]) -> dict[str, Any]:
         return {"class": CLASS_NAMES[int(b[4])], "box": [float(v) for v in b[:4]], "score": float(b[5])}
 
     e = {"v": FORMAT_VERSION, "frame_id": frame_id, "image_sha256": image_sha256, "width": width,
          "height": height, "detect_key": detect_key,
-         "detections": [{**item(b), "carried": bool(b[6])} for b in boxes]}
+         "detections": [{**item(b), "carried": bool(b[6]), **({"unblurred": True} if i in unblurred else {})}
+                        for i, b in enumerate(boxes)]}
     if vetoed is not None:
         e["vetoed"] = [item(b) for b in vetoed]
     return e
@@ -107,7 +113,8 @@ def read(data_of: Any, ref: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]
 
 
 def own_detections(e: Mapping[str, Any]) -> tuple[list[list[float]], list[float], list[int]]:
-    """The frame's own (not carried) detections: (xyxy, scores, class indices)."""
+    """The frame's own (not carried) detections: (xyxy, scores, class indices), those an
+    unblur request left out of the image included (the detector found them)."""
     own = [d for d in e["detections"] if not d.get("carried")]
     return ([[float(v) for v in d["box"]] for d in own], [float(d["score"]) for d in own],
             [CLASS_NAMES.index(d["class"]) for d in own])

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -66,6 +65,7 @@ QUEUE_FILE = "requests.jsonl"
 ZONES_FILE = "exclusion-zones.geojson"
 # Request boxes are redacted as rectangles (the plate class's mask shape); see render_box.
 REQUEST_CLASS = 1
+_PLATE = 1  # redact.types.PLATE (not imported at module level: redact pulls in numpy/cv2)
 _EPS = 0.01
 _REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$")
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+\.[A-Za-z]{2,}")
@@ -80,6 +80,10 @@ class RequestError(PipelineError):
 
 
 # ---------------------------------------------------------------------------- values
+
+
+def _a(word: str) -> str:
+    return ("an " if word[0] in "aeiou" else "a ") + word
 
 
 def check_reason(reason: str) -> str:
@@ -121,11 +125,11 @@ class RequestSpec:
         check_ref(self.requester_ref)
         if self.action in ("blur", "unblur", "remove"):
             if not self.session_id or not self.frame_id:
-                raise RequestError(f"a {self.action} request needs a published session and --frame")
+                raise RequestError(f"{_a(self.action)} request needs a published session and --frame")
             check_name(self.frame_id, "frame id")
         if self.action in ("blur", "unblur"):
             if not self.boxes:
-                raise RequestError(f"a {self.action} request needs at least one --{self.action} x1,y1,x2,y2 box")
+                raise RequestError(f"{_a(self.action)} request needs at least one --{self.action} x1,y1,x2,y2 box")
             for b in self.boxes:
                 if len(b) != 4 or b[2] <= b[0] or b[3] <= b[1] or min(b) < 0:
                     raise RequestError(f"box {','.join(map(str, b))}: expected x1,y1,x2,y2 with x2 > x1 >= 0 "
@@ -150,31 +154,50 @@ def parse_box(text: str, option: str = "--blur") -> IntBox:
     return v[0], v[1], v[2], v[3]
 
 
-def redaction_areas(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int,
-                    of_class: int | None = None) -> list[IntBox]:
-    """The areas ``boxes`` ((x1, y1, x2, y2, class, ...), as QA data and ``FrameResult.boxes``
-    hold them; only those of ``of_class`` when given) redact, rounded out to whole pixels. For
-    plates: what an unblur request must enclose to leave one out. Pure."""
+def plate_areas(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int) -> list[IntBox]:
+    """Every pixel the plate boxes among ``boxes`` ((x1, y1, x2, y2, class, ...), as
+    ``FrameResult.boxes`` holds them) redact, per box, as whole-pixel boxes: what an unblur
+    area must enclose to leave one out (``redact.ops.redacted_within``). Pure."""
+    return [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b, c in zip(_touched(boxes, params, width, height),
+                                                                      (int(b[4]) for b in boxes), strict=True)
+            if c == _PLATE]
+
+
+def _touched(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int) -> list[list[int]]:
     import numpy as np
 
-    from redact.ops import redaction_boxes
+    from redact.ops import touched_boxes
 
-    sel = [b for b in boxes if of_class is None or int(b[4]) == of_class]
-    xyxy = np.array([b[:4] for b in sel], np.float32).reshape(-1, 4)
-    r = redaction_boxes(xyxy, np.array([int(b[4]) for b in sel], np.uint8), params, width, height)
-    return [(math.floor(b[0]), math.floor(b[1]), math.ceil(b[2]), math.ceil(b[3])) for b in r.tolist()]
-
-
-def plate_areas(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int) -> list[IntBox]:
-    from redact.types import PLATE
-
-    return redaction_areas(boxes, params, width, height, PLATE)
+    xy = np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4)
+    return [list(map(int, t)) for t in touched_boxes(xy, np.array([int(b[4]) for b in boxes], np.uint8), params,
+                                                     width, height).tolist()]
 
 
 def _no_plate_inside(fid: str, areas: Sequence[IntBox], plates: Sequence[IntBox]) -> str:
     listed = " ".join(",".join(map(str, b)) for b in plates) or "none"
-    return (f"no plate redaction of frame {fid} lies wholly inside {' '.join(','.join(map(str, a)) for a in areas)} "
-            f"(faces and request boxes are never unblurred); the frame's plate redactions: {listed}")
+    return (f"--unblur {' '.join(','.join(map(str, a)) for a in areas)}: no plate redaction of frame {fid} that is "
+            f"still blurred lies wholly inside (each area must enclose one; faces and request boxes are never "
+            f"unblurred); the frame's blurred plate areas: {listed}")
+
+
+def _within(areas: Sequence[Sequence[float]], boxes: Sequence[Sequence[float]], params: Any, width: int,
+            height: int) -> list[bool]:
+    """Per box of ``boxes`` ((x1, y1, x2, y2, class, ...)): a plate box whose redaction lies
+    wholly inside one of ``areas`` (``redact.ops.redacted_within``). Pure."""
+    import numpy as np
+
+    from redact.ops import redacted_within
+
+    xy = np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4)
+    cl = np.array([int(b[4]) for b in boxes], np.uint8)
+    ar = np.array([a[:4] for a in areas], np.float64).reshape(-1, 4)
+    return [bool(v) for v in redacted_within(xy, cl, ar, params, width, height, of_class=_PLATE)]
+
+
+def _lonely_areas(areas: Sequence[IntBox], boxes: Sequence[Sequence[float]], params: Any, width: int,
+                  height: int) -> list[IntBox]:
+    """The areas among ``areas`` that enclose none of the plate ``boxes``. Pure."""
+    return [a for a in areas if not any(_within([a], boxes, params, width, height))]
 
 
 def render_box(box: Sequence[float], plate_expand: float) -> tuple[float, float, float, float, int]:
@@ -293,23 +316,21 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
 
 
 def _check_unblur(publish_dir: Path, sid: str, fid: str, areas: Sequence[IntBox]) -> None:
-    """Refuse an unblur request whose areas enclose none of the frame's plate redactions, by
-    the QA detections of the publication (when they are at hand; ``apply`` checks again on
-    the frame as re-rendered)."""
+    """Refuse an unblur request with an area that encloses none of the frame's plate
+    redactions, by the QA detections of the publication (when they are at hand; ``apply``
+    checks again on the frame as re-rendered)."""
     chain = audit.read_records(publish_dir / sid / audit.AUDIT_FILE)
     ref = qadata.named(chain)
     entries = qadata.read(lambda rel: (publish_dir / rel).read_bytes(), ref)[0] if ref else None
     e = (entries or {}).get(fid)
     if e is None or e.get("width") is None:
         return
-    boxes = [[*d["box"], qadata.CLASS_NAMES.index(d["class"])] for d in e["detections"]]
-    plates = plate_areas(boxes, _params_of(basis_run(chain)), int(e["width"]), int(e["height"]))
-    if not any(encloses(a, p) for a in areas for p in plates):
-        raise RequestError(f"{publish_dir / sid}: " + _no_plate_inside(fid, areas, plates))
-
-
-def encloses(area: Sequence[float], box: Sequence[float]) -> bool:
-    return area[0] <= box[0] and area[1] <= box[1] and box[2] <= area[2] and box[3] <= area[3]
+    w, h = int(e["width"]), int(e["height"])
+    boxes = [[*d["box"], qadata.CLASS_NAMES.index(d["class"])] for d in e["detections"] if not d.get("unblurred")]
+    params = _params_of(basis_run(chain))
+    lonely = _lonely_areas(areas, boxes, params, w, h)
+    if lonely:
+        raise RequestError(f"{publish_dir / sid}: " + _no_plate_inside(fid, lonely, plate_areas(boxes, params, w, h)))
 
 
 def queue_records(publish_dir: Path) -> list[dict[str, Any]]:
@@ -646,7 +667,7 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
                 _reject(outcomes, records, q, sid, f"frame {fid} is not published (removed meanwhile?)")
                 continue
             if q["action"] == "unblur":
-                outcomes.append(_unblur(txn, sid, fid, q, feat, chain, run, latest, records, rr, params))
+                _unblur(txn, sid, fid, q, feat, chain, run, latest, records, outcomes, rr, params)
                 continue
             boxes: list[IntBox] = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in q["boxes"]]
             pe = params.plate_expand
@@ -687,10 +708,11 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
             # stands (only the request box changed, and request boxes are in the chain).
             qa = None if source is None or res is None else qadata.entry(
                 fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key, boxes=res.boxes,
-                vetoed=res.vetoed)
+                vetoed=res.vetoed, unblurred=res.unblurred)
             txn.put_image(fid, {**feat, "properties": props}, data=data, sha256=sha, qa=qa)
             prev = latest.get(fid)
-            carried = {k: prev[k] for k in ("faces", "plates", "faces_carried", "plates_carried") if prev and k in prev}
+            carried = {k: prev[k] for k in ("faces", "plates", "faces_carried", "plates_carried", "plates_unblurred")
+                       if prev and k in prev}
             n_boxes = int((prev or {}).get("request_boxes", 0) or 0) + len(boxes)
             frame = _frame_record(prev, fid, **carried, status="ok", error=None, output_sha256=sha,
                                   output_size=len(data), image=image_path(fid), request_boxes=n_boxes,
@@ -736,64 +758,75 @@ def _apply_session(publish_dir: Path, sid: str, reqs: Sequence[Mapping[str, Any]
 
 def _unblur(txn: PublishTxn, sid: str, fid: str, q: Mapping[str, Any], feat: Mapping[str, Any],
             chain: Sequence[Mapping[str, Any]], run: Mapping[str, Any] | None, latest: dict[str, dict[str, Any]],
-            records: list[dict[str, Any]], rr: _Rerender, params: Any) -> RequestOutcome:
+            records: list[dict[str, Any]], outcomes: list[RequestOutcome], rr: _Rerender, params: Any) -> None:
     """Leave out the plate redactions of ``fid`` that lie wholly inside the requested areas.
 
     Only a re-render from the raw frame can show what a blur hid, so without the raw frame
     (or with a config or model other than the published run's) the request is rejected and
-    the image stays as it is. Accepted only when the re-render left out at least one plate
-    redaction more than before and changed nothing outside the areas and the redactions it
-    kept (whose blur may read pixels the left-out box covered; they stay redacted)."""
+    the image stays as it is. The areas are bound to the frame's detections as they are now
+    (their detect key): a later run with other detections blurs again rather than leave a new
+    box unseen by anyone. Accepted only when every area leaves out a plate redaction that was
+    still blurred, and the re-render changed nothing outside the areas and the redactions it
+    kept (whose blur may read pixels of a box left out; they stay redacted)."""
+    from pipeline.plan import overrides_from
+    from pipeline.tasks import detect_key
+
     areas: list[IntBox] = [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in q["boxes"]]
+    prev = latest.get(fid) or {}
+    key = detect_key(str(prev.get("raw_sha256")), str((run or {}).get("redact_config_key")),
+                     str((run or {}).get("model_hash")))
     override = {"type": "frame-override", "request_id": q["request_id"], "frame_id": fid, "action": "unblur",
-                "areas": [list(a) for a in areas]}
+                "areas": [list(a) for a in areas], "detect_key": key}
     res, why = rr.render(sid, fid, run or {}, [*chain, *records, override])
     if res is None:
-        why = f"an unblur needs the frame re-rendered from raw, and it cannot be: {why}"
-        _reject_into(records, q, why)
-        return RequestOutcome(q["request_id"], "unblur", sid, fid, "rejected", why)
-    prev = latest.get(fid)
-    before = int((prev or {}).get("plates_unblurred", 0) or 0)
+        return _reject(outcomes, records, q, sid, f"an unblur needs the frame re-rendered from raw, and it "
+                                                  f"cannot be: {why}")
+    if res.det_key != key:
+        return _reject(outcomes, records, q, sid, "the raw frame's detections are not those the published image "
+                                                  "was made from; the image is kept as it is")
     w, h = int(res.width or 0), int(res.height or 0)
-    if res.unblurred <= before:
-        why = _no_plate_inside(fid, areas, plate_areas(res.boxes, params, w, h))
-        _reject_into(records, q, why)
-        return RequestOutcome(q["request_id"], "unblur", sid, fid, "rejected", why)
+    ov = overrides_from([*chain, *records]).get(fid)
+    earlier = [a[:4] for a in (ov.unblur if ov else ()) if a[4] == key]
+    left_out = [res.boxes[i] for i in res.unblurred]
+    # Left out by this request: boxes no earlier area of the frame already left out.
+    new = [b for b, old in zip(left_out, _within(earlier, left_out, params, w, h), strict=True) if not old]
+    lonely = _lonely_areas(areas, new, params, w, h)
+    if lonely:
+        kept = [b for i, b in enumerate(res.boxes) if i not in set(res.unblurred)]
+        return _reject(outcomes, records, q, sid, _no_plate_inside(fid, lonely, plate_areas(kept, params, w, h)))
     from pipeline.jpegblocks import JpegEditError, only_inside
 
     data = (rr.publish_dir / ".work" / sid / str(res.image)).read_bytes()
     current = (txn.staging / image_path(fid)).read_bytes()
-    allowed = [_fbox(b) for b in (*areas, *redaction_areas(res.boxes, params, w, h))]
+    rendered = [b for i, b in enumerate(res.boxes) if i not in set(res.unblurred)]
+    allowed = [_fbox(b) for b in (*areas, *_touched(rendered, params, w, h))]
+    why = None
     try:
         ok = only_inside(current, data, allowed, w, h)
     except JpegEditError as e:
         ok, why = False, str(e)
     if not ok:
-        why = ("re-rendering from raw also changed pixels outside the areas (the frame's neighbours or config "
-               f"changed since it was published{'; ' + why if why else ''}); the image is kept as it is")
-        _reject_into(records, q, why)
-        return RequestOutcome(q["request_id"], "unblur", sid, fid, "rejected", why)
+        return _reject(outcomes, records, q, sid, "re-rendering from raw also changed pixels outside the areas (the "
+                       f"frame's neighbours or config changed since it was published{'; ' + why if why else ''}); "
+                       "the image is kept as it is")
     sha = hashlib.sha256(data).hexdigest()
     qa = qadata.entry(fid, image_sha256=sha, width=res.width, height=res.height, detect_key=res.det_key,
-                      boxes=res.boxes, vetoed=res.vetoed)
+                      boxes=res.boxes, vetoed=res.vetoed, unblurred=res.unblurred)
     txn.put_image(fid, {**feat, "properties": dict(feat["properties"], sha256=sha, faces=res.faces,
                                                    plates=res.plates)}, data=data, sha256=sha, qa=qa)
-    n = res.unblurred - before
     frame = _frame_record(prev, fid, status="ok", error=None, output_sha256=sha, output_size=len(data),
                           image=image_path(fid), faces=res.faces, plates=res.plates,
                           faces_carried=res.faces_carried, plates_carried=res.plates_carried,
-                          request_boxes=res.extra, plates_unblurred=res.unblurred, method="request-rerender-raw",
-                          request_id=q["request_id"], previous_sha256=str(feat["properties"].get("sha256")))
+                          request_boxes=res.extra, plates_unblurred=len(res.unblurred),
+                          method="request-rerender-raw", request_id=q["request_id"],
+                          previous_sha256=str(feat["properties"].get("sha256")))
     latest[fid] = frame
-    detail = f"re-rendered from the raw frame without {n} plate redaction(s) inside the area(s)"
+    detail = f"re-rendered from the raw frame without {len(new)} plate redaction(s) inside the area(s)"
     records += [override, frame, {"type": "request-outcome", "request_id": q["request_id"], "status": "applied",
                                   "method": "request-rerender-raw", "detail": detail,
                                   "previous_sha256": frame["previous_sha256"], "new_sha256": sha}]
-    return RequestOutcome(q["request_id"], "unblur", sid, fid, "applied", detail, method="request-rerender-raw")
-
-
-def _reject_into(records: list[dict[str, Any]], q: Mapping[str, Any], why: str) -> None:
-    records.append({"type": "request-outcome", "request_id": q["request_id"], "status": "rejected", "detail": why})
+    outcomes.append(RequestOutcome(q["request_id"], "unblur", sid, fid, "applied", detail,
+                                   method="request-rerender-raw"))
 
 
 def _renotice(txn: PublishTxn, chain: Sequence[Mapping[str, Any]], run: Mapping[str, Any] | None,

@@ -257,7 +257,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
                 np.array([CLASS_NAMES.index(d["class"]) for d in ds], np.uint8))
 
     def outline(fv: FrameView, kind: str, xy: Any, sc: Any, cl: Any) -> None:
-        """Boxes as the renderer grows them (a veto: as the detector alone would have)."""
+        """Boxes as the renderer grows them (a veto, an unblurred box: as they would have been)."""
         for b, s, c in zip(redaction_boxes(xy, cl, params, int(fv.width or 0), int(fv.height or 0)), sc, cl,
                            strict=True):
             fv.boxes.append(_box(b, CLASS_NAMES[int(c)], kind, float(s)))
@@ -287,8 +287,10 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             oxy, osc, ocl = arrays(dict(zip(("xyxy", "score", "cls"), qadata.own_detections(entry), strict=True)))
             fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.low_margin)
             for kind in ("detected", "carried"):
-                outline(fv, kind, *listed([d for d in entry["detections"]
-                                           if bool(d.get("carried")) == (kind == "carried")]))
+                outline(fv, kind, *listed([d for d in entry["detections"] if not d.get("unblurred")
+                                           and bool(d.get("carried")) == (kind == "carried")]))
+            # Plate boxes an unblur request left out: not blurred, outlined as they would be.
+            outline(fv, "unblurred", *listed([d for d in entry["detections"] if d.get("unblurred")]))
             vetoed = None if entry.get("vetoed") is None else listed(entry["vetoed"])
         elif own is not None:
             oxy, osc, ocl = arrays(own)
@@ -310,8 +312,6 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
             cl = np.array([b[4] for b in ov.boxes], np.uint8)
             for b in redaction_boxes(xy, cl, params, w, h):
                 fv.boxes.append(_box(b, "request", "request", None))
-        for a in (ov.unblur if ov else ()):  # areas whose plate redactions a request left out
-            fv.boxes.append(_box(a, "area", "unblurred", None))
         fv.thumb = thumbnail((sdir / str(fv.image)).read_bytes(), opts.thumb_width, opts.thumb_quality)
         views.append(fv)
     pub = [f for f in views if f.status == "published"]

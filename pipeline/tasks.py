@@ -39,6 +39,7 @@ import numpy as np
 
 from capture.types import FrameRecord, format_time
 from pipeline.carry import carry_boxes, neighbour_order
+from pipeline.plan import UnblurArea
 from pipeline.store import SessionSource, Store
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class TaskContext:
     # frame id -> extra boxes ((x1, y1, x2, y2, class index), ...) from requests (issue 7)
     extra_boxes: Mapping[str, tuple[tuple[float, float, float, float, int], ...]] = field(default_factory=dict)
     # frame id -> areas where a request judged the plate redactions false (pipeline.plan.Override)
-    unblur_areas: Mapping[str, tuple[tuple[float, float, float, float], ...]] = field(default_factory=dict)
+    unblur_areas: Mapping[str, tuple[UnblurArea, ...]] = field(default_factory=dict)
     # Frames whose raw file was deleted on purpose: never read; their detections come only
     # from earlier results: the work cache, else ``stored`` (the detections kept with the
     # publication, pipeline.qadata), else they are "unavailable" (never "failed").
@@ -160,7 +161,9 @@ class FrameResult:
     faces_carried: int = 0
     plates_carried: int = 0
     extra: int = 0  # boxes added by requests
-    unblurred: int = 0  # plate redactions left out by unblur requests (not in the counts above)
+    # Indices into ``boxes`` of the plate boxes unblur requests left out: not rendered and not
+    # in the counts above, but still the frame's detections (QA, and carry once raw is gone).
+    unblurred: tuple[int, ...] = ()
     width: int | None = None
     height: int | None = None
     # What was redacted, for QA (pipeline.qadata): (x1, y1, x2, y2, class, score, carried 0/1),
@@ -175,6 +178,7 @@ class FrameResult:
         d = {k: getattr(self, k) for k in self.__slots__ if k not in ("cached", "detected_cached")}
         d["boxes"] = [list(b) for b in self.boxes]
         d["vetoed"] = None if self.vetoed is None else [list(b) for b in self.vetoed]
+        d["unblurred"] = list(self.unblurred)
         d["v"] = WORK_VERSION
         return d
 
@@ -183,8 +187,15 @@ class FrameResult:
         keys = {k: d[k] for k in cls.__slots__ if k in d}
         keys["boxes"] = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(b[4]), float(b[5]), int(b[6]))
                               for b in d.get("boxes", ()))
+        keys["unblurred"] = tuple(int(i) for i in d.get("unblurred", ()))
         keys["vetoed"] = vetoed_boxes(d.get("vetoed"))
         return cls(**keys, cached=True, detected_cached=True)
+
+
+def _box_rows(xy: np.ndarray, sc: np.ndarray, cl: np.ndarray,
+              carried: int) -> list[tuple[float, float, float, float, int, float, int]]:
+    return [(float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), float(s), carried)
+            for b, s, c in zip(xy, sc, cl, strict=True)]
 
 
 class FrameFailure(Exception):
@@ -214,7 +225,7 @@ def geotag_token(rec: FrameRecord) -> str:
 
 def render_key(det_key: str, neighbour_det_keys: Sequence[str], carry: CarrySpec,
                extra: Sequence[tuple[float, float, float, float, int]], config_key: str, geotag: str,
-               unblur: Sequence[tuple[float, float, float, float]] = ()) -> str:
+               unblur: Sequence[UnblurArea] = ()) -> str:
     """The output image depends on its own detections, the neighbours' (carry), the carry
     parameters, request boxes and unblur areas, and the EXIF geotag from the frame record.
     Neighbours that failed are left out of the key, so a rerun that recovers one re-renders
@@ -455,7 +466,7 @@ def render_batch(
 
 def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResult,
                 neigh: Sequence[DetResult], extra: Sequence[tuple[float, float, float, float, int]],
-                unblur: Sequence[tuple[float, float, float, float]], key: str) -> FrameResult:
+                unblur: Sequence[UnblurArea], key: str) -> FrameResult:
     from redact.ops import redacted_within
     from redact.types import PLATE, Detections
 
@@ -465,15 +476,16 @@ def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResul
     # Carry from the detections as found: an unblur request is about this frame's image only.
     cxy, csc, ccl = carry_boxes(oxy, ocl, [d.arrays() for d in neigh], expand=ctx.carry.expand,
                                 width=w, height=h)
-    unblurred = 0
-    if unblur:
-        # Plate redactions (own and carried) a person judged false, wholly inside an area they
-        # named; faces and request boxes are never left out this way.
-        keep_o = ~redacted_within(oxy, ocl, np.array(unblur), redactor.params, w, h, of_class=PLATE)
-        keep_c = ~redacted_within(cxy, ccl, np.array(unblur), redactor.params, w, h, of_class=PLATE)
-        unblurred = int((~keep_o).sum() + (~keep_c).sum())
-        oxy, osc, ocl = oxy[keep_o], osc[keep_o], ocl[keep_o]
-        cxy, csc, ccl = cxy[keep_c], csc[keep_c], ccl[keep_c]
+    boxes = _box_rows(oxy, osc, ocl, 0) + _box_rows(cxy, csc, ccl, 1)
+    # Plate redactions (own and carried) a person judged false, wholly inside an area they
+    # named, while the frame's detections are the ones they judged (a new model or config
+    # blurs again: fail closed). Faces and request boxes are never left out this way.
+    areas = np.array([a[:4] for a in unblur if a[4] == own.key], np.float64).reshape(-1, 4)
+    keep_o = ~redacted_within(oxy, ocl, areas, redactor.params, w, h, of_class=PLATE)
+    keep_c = ~redacted_within(cxy, ccl, areas, redactor.params, w, h, of_class=PLATE)
+    unblurred = tuple(int(i) for i in np.flatnonzero(~np.concatenate([keep_o, keep_c])))
+    oxy, osc, ocl = oxy[keep_o], osc[keep_o], ocl[keep_o]
+    cxy, csc, ccl = cxy[keep_c], csc[keep_c], ccl[keep_c]
     parts = [Detections(oxy, osc, ocl), Detections(cxy, csc, ccl)]
     if extra:
         parts.append(Detections(np.array([e[:4] for e in extra], np.float32),
@@ -497,9 +509,7 @@ def _render_one(ctx: TaskContext, redactor: Any, rec: FrameRecord, own: DetResul
         faces_carried=int((ccl == 0).sum()), plates_carried=int((ccl == 1).sum()), extra=len(extra),
         unblurred=unblurred,
         width=w, height=h, detected_cached=own.cached, det_key=own.key, vetoed=own.vetoed,
-        boxes=tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3]), int(c), float(sc), carried)
-                    for xy, ss, cc, carried in ((oxy, osc, ocl, 0), (cxy, csc, ccl, 1))
-                    for b, sc, c in zip(xy, ss, cc, strict=True)))
+        boxes=tuple(boxes))
     # The JSON is the commit marker: written after the image it names.
     _write_json(ctx.work, _out_rel(rec.frame_id, key), res.to_json())
     return res

@@ -106,18 +106,31 @@ def redaction_boxes(xyxy: np.ndarray, cls: np.ndarray, params: RedactParams, wid
     return clip_boxes(expand_boxes(xyxy, factor), width, height)
 
 
+def touched_boxes(xyxy: np.ndarray, cls: np.ndarray, params: RedactParams, width: int, height: int) -> np.ndarray:
+    """int64[N, 4]: whole-pixel boxes holding every pixel ``redact`` may change for each box:
+    the redaction box rounded out, plus the outward fade of a feather (``box_mask``: a
+    Gaussian of sigma feather_px, cut at 3 sigma here), clipped to the image. Pure."""
+    r = redaction_boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), cls, params, width, height).astype(np.float64)
+    fpx = params.feather * np.minimum(r[:, 2] - r[:, 0], r[:, 3] - r[:, 1])
+    halo = np.where(fpx >= 0.5, np.ceil(3 * fpx), 0.0)
+    out = np.stack([np.floor(r[:, 0]) - halo, np.floor(r[:, 1]) - halo, np.ceil(r[:, 2]) + halo,
+                    np.ceil(r[:, 3]) + halo], axis=1)
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, width)
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, height)
+    return out.astype(np.int64)
+
+
 def redacted_within(xyxy: np.ndarray, cls: np.ndarray, areas: np.ndarray, params: RedactParams,
                     width: int, height: int, *, of_class: int) -> np.ndarray:
-    """Boolean mask over ``xyxy``: boxes of class ``of_class`` whose redaction (expanded,
-    clipped, rounded out to whole pixels as ``redact`` touches them) lies wholly inside one of
-    ``areas`` (float[M, 4] xyxy). Pure; used to leave out redactions a person judged false."""
+    """Boolean mask over ``xyxy``: boxes of class ``of_class`` whose redaction (every pixel it
+    may change, ``touched_boxes``) lies wholly inside one of ``areas`` (float[M, 4] xyxy).
+    Pure; used to leave out redactions a person judged false."""
     xyxy = np.asarray(xyxy, np.float32).reshape(-1, 4)
     cls = np.asarray(cls).reshape(-1)
     areas = np.asarray(areas, np.float64).reshape(-1, 4)
     if len(xyxy) == 0 or len(areas) == 0:
         return np.zeros(len(xyxy), bool)
-    r = redaction_boxes(xyxy, cls, params, width, height).astype(np.float64)
-    r = np.concatenate([np.floor(r[:, :2]), np.ceil(r[:, 2:])], axis=1)
+    r = touched_boxes(xyxy, cls, params, width, height)
     inside = ((r[:, None, 0] >= areas[None, :, 0]) & (r[:, None, 1] >= areas[None, :, 1])
               & (r[:, None, 2] <= areas[None, :, 2]) & (r[:, None, 3] <= areas[None, :, 3]))
     return np.asarray((cls == of_class) & inside.any(axis=1), bool)

@@ -37,10 +37,12 @@ def _qa_entry(sdir: Path, fid: str) -> dict[str, Any]:
     return entries[fid]
 
 
-def _areas(entry: dict[str, Any], sdir: Path, cls: int) -> list[tuple[int, int, int, int]]:
-    """The redaction areas of the frame's boxes of ``cls``, rounded out to whole pixels."""
+def _areas(entry: dict[str, Any], sdir: Path, cls: int, *, unblurred: bool = False) -> list[tuple[int, int, int, int]]:
+    """The redaction areas of the frame's boxes of ``cls`` (blurred ones, or those an unblur
+    left out), rounded out to whole pixels."""
     params = _params_of(basis_run(_chain(sdir)))
-    ds = [d for d in entry["detections"] if qadata.CLASS_NAMES.index(d["class"]) == cls]
+    ds = [d for d in entry["detections"] if qadata.CLASS_NAMES.index(d["class"]) == cls
+          and bool(d.get("unblurred")) == unblurred]
     xy = np.array([d["box"] for d in ds], np.float32).reshape(-1, 4)
     r = redaction_boxes(xy, np.full(len(ds), cls, np.uint8), params, entry["width"], entry["height"])
     return [(math.floor(a), math.floor(b), math.ceil(c), math.ceil(d)) for a, b, c, d in r.tolist()]
@@ -54,13 +56,13 @@ def _rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
 
 
-def _sign_and_area(sdir: Path) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], int]:
-    """(the road sign the generator drew in FID, the area an operator draws around the plate
-    redactions on it, how many there are)."""
+def _sign_and_area(sdir: Path, fid: str = FID) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], int]:
+    """(the road sign the generator drew in ``fid``, the area an operator draws around the
+    plate redactions on it, how many there are)."""
     from pipeline.sample import draw_frame
 
-    sign = draw_frame(int(FID) - 1)[1].signs[0]
-    entry = _qa_entry(sdir, FID)
+    sign = draw_frame(int(fid) - 1)[1].signs[0]
+    entry = _qa_entry(sdir, fid)
     on_sign = []
     for a in _areas(entry, sdir, PLATE):
         ix = max(0, min(a[2], sign[2]) - max(a[0], sign[0])) * max(0, min(a[3], sign[3]) - max(a[1], sign[1]))
@@ -122,10 +124,13 @@ def test_unblur_makes_a_sign_legible_again_and_holds_in_later_runs(tree: tuple[P
     assert frame["plates"] == before["plates"] - n and frame["faces"] == before["faces"]
     req = [x for x in chain if x["type"] == "request"][-1]
     assert req["action"] == "unblur" and "reason" not in req and b"QA-2026-3" not in (sdir / "audit.jsonl").read_bytes()
-    # The QA detections describe the new image: no plate box inside the area any more.
+    # The QA detections describe the new image: no blurred plate box inside the area any more;
+    # the boxes left out are still listed (marked), in the detector's order.
     entry = _qa_entry(sdir, FID)
     assert entry["image_sha256"] == new_sha
     assert not any(_inside(area, a) for a in _areas(entry, sdir, PLATE))
+    assert len(_areas(entry, sdir, PLATE, unblurred=True)) == n
+    assert all(_inside(area, a) for a in _areas(entry, sdir, PLATE, unblurred=True))
     _verify_ok(pub)
 
     # Later nightly runs obey it and render the very same bytes, from the work cache or not.
@@ -136,14 +141,14 @@ def test_unblur_makes_a_sign_legible_again_and_holds_in_later_runs(tree: tuple[P
     assert hashlib.sha256(img.read_bytes()).hexdigest() == new_sha
     _verify_ok(pub)
 
-    # The QA sheet flags the frame as edited and outlines the area.
+    # The QA sheet flags the frame as edited and outlines the boxes left out.
     r = run_cli("review", str(sdir), "--out", str(tmp_path / "review.html"))
     assert r.returncode == 0 and "1 edited by request" in r.stdout, r.stderr
     page = (tmp_path / "review.html").read_text()
     card = page[page.index(f'id="f-{FID}"'):].split("</article>")[0]
     assert "request" in card.split('data-flags="')[1].split('"')[0].split()
-    w, h = area[2] - area[0], area[3] - area[1]
-    assert f'<rect class="box unblurred area" x="{area[0]}" y="{area[1]}" width="{w}" height="{h}">' in card
+    assert card.count('<rect class="box unblurred plate"') == n
+    assert page.count('class="box unblurred') == n  # only in this frame
 
 
 def test_unblur_refuses_faces_and_areas_without_a_plate_box(tree: tuple[Path, Path, Path]) -> None:
@@ -152,9 +157,12 @@ def test_unblur_refuses_faces_and_areas_without_a_plate_box(tree: tuple[Path, Pa
     face = _areas(entry, sdir, FACE)[0]
     around = (max(0, face[0] - 2), max(0, face[1] - 2), face[2] + 2, face[3] + 2)
     assert not any(_inside(around, a) for a in _areas(entry, sdir, PLATE))
-    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, around)),
-                "--reason", "not a face")
+    _, sign_area, _ = _sign_and_area(sdir)
+    # Every area must enclose a plate redaction: one good area does not carry a face along.
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, sign_area)),
+                "--unblur", ",".join(map(str, around)), "--reason", "not a face")
     assert r.returncode == 2 and "no plate redaction" in r.stderr and "faces" in r.stderr, r.stderr
+    assert f"--unblur {','.join(map(str, around))}:" in r.stderr
     # The error lists the frame's plate areas, so the operator can draw one that encloses it.
     assert ",".join(map(str, _areas(entry, sdir, PLATE)[0])) in r.stderr
     r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", "0,0,10,10", "--blur", "0,0,10,10",
@@ -194,14 +202,15 @@ def test_overrides_collect_unblur_areas_per_frame() -> None:
     from pipeline.plan import Override, overrides_from
 
     recs = [{"type": "frame-override", "frame_id": "a", "action": "blur", "boxes": [[1, 2, 3, 4, 1]]},
-            {"type": "frame-override", "frame_id": "a", "action": "unblur", "areas": [[0, 0, 50, 40]]},
-            {"type": "frame-override", "frame_id": "a", "action": "unblur", "areas": [[60, 0, 90, 40]]},
+            {"type": "frame-override", "frame_id": "a", "action": "unblur", "areas": [[0, 0, 50, 40]], "detect_key": "k1"},
+            {"type": "frame-override", "frame_id": "a", "action": "unblur", "areas": [[60, 0, 90, 40]], "detect_key": "k2"},
             {"type": "frame-override", "frame_id": "b", "action": "unblur", "areas": [[5, 5, 9, 9]]},
             {"type": "frame-override", "frame_id": "b", "action": "remove"},
             {"type": "frame", "frame_id": "c", "action": "unblur", "areas": [[0, 0, 1, 1]]}]
     got = overrides_from(recs)
-    assert got["a"] == Override(boxes=((1.0, 2.0, 3.0, 4.0, 1),), unblur=((0.0, 0.0, 50.0, 40.0), (60.0, 0.0, 90.0, 40.0)))
-    assert got["b"] == Override(remove=True, unblur=((5.0, 5.0, 9.0, 9.0),))
+    assert got["a"] == Override(boxes=((1.0, 2.0, 3.0, 4.0, 1),),
+                                unblur=((0.0, 0.0, 50.0, 40.0, "k1"), (60.0, 0.0, 90.0, 40.0, "k2")))
+    assert got["b"] == Override(remove=True, unblur=((5.0, 5.0, 9.0, 9.0, ""),))  # no key: matches nothing
     assert "c" not in got
 
 
@@ -236,4 +245,62 @@ def test_unblur_applied_while_the_job_renders_is_not_undone(tree: tuple[Path, Pa
     chain = _chain(sdir)
     last = [x for x in chain[max(i for i, x in enumerate(chain) if x["type"] == "run"):] if x.get("frame_id") == FID]
     assert last[-1]["plates_unblurred"] >= 1 and "re-rendered at publication" in last[-1]["note"]
+    _verify_ok(pub)
+
+
+def test_unblur_is_bound_to_the_detections_it_was_judged_on(tree: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A later run whose detections may differ (another redaction config or model) blurs the
+    area again: nobody judged the boxes it finds there. The same unblur twice,
+    with a blur request between, is rejected the second time (nothing left to unblur)."""
+    pub, sdir, raw = tree
+    sign, area, _ = _sign_and_area(sdir)
+    img = sdir / "images" / f"{FID}.jpg"
+    raw_rgb = _rgb(raw / "frames" / f"{FID}.jpg")
+    x1, y1, x2, y2 = sign
+    spec = ["--frame", FID, "--unblur", ",".join(map(str, area)), "--reason", "road sign"]
+    assert run_cli("request", "add", str(sdir), *spec).returncode == 0
+    assert run_cli("request", "add", str(sdir), "--frame", FID, "--blur", "0,0,32,32", "--reason", "x").returncode == 0
+    r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(raw.parent))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cli("request", "add", str(sdir), *spec)
+    assert r.returncode == 2 and "still blurred" in r.stderr, r.stderr  # refused by the QA detections
+    frame = [x for x in _chain(sdir) if x["type"] == "frame" and x["frame_id"] == FID][-1]
+    assert frame["plates_unblurred"] >= 1 and frame["request_boxes"] == 1  # the blur kept the count
+    assert float(np.abs(_rgb(img)[y1:y2, x1:x2] - raw_rgb[y1:y2, x1:x2]).mean()) < 4
+
+    # The plate threshold the run used, now stated in the config: the same boxes, but another
+    # redaction config, so other detections as far as anyone can tell without looking.
+    thr = basis_run(_chain(sdir))["detectors"]["thresholds"]["plate"]
+    other = tmp_path / "nightly-other.toml"
+    other.write_text(Path(NIGHTLY).read_text().replace("[redact.detector]", f"[redact.detector]\nplate_threshold = {thr}"))
+    (tmp_path / "notice.toml").write_bytes((CONFIGS / "notice.toml").read_bytes())
+    r = run_cli("redact", str(raw), "--out", str(pub), "--config", str(other), "--threads", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert float(np.abs(_rgb(img)[y1:y2, x1:x2] - raw_rgb[y1:y2, x1:x2]).mean()) > 8  # blurred again
+    frame = [x for x in _chain(sdir) if x["type"] == "frame" and x["frame_id"] == FID][-1]
+    assert "plates_unblurred" not in frame and frame["request_boxes"] == 1  # the resident's blur holds
+    _verify_ok(pub)
+
+
+def test_an_unblurred_frame_still_gives_its_neighbours_their_carried_boxes_after_its_purge(
+        tree: tuple[Path, Path, Path]) -> None:
+    """The frame's own plate box on the sign is left out of its image only: once its raw file
+    is purged and the work cache is gone, its neighbours still carry that box (from the QA
+    detections), so the next run renders every image as before."""
+    from capture.session import SessionReader, delete_frames
+
+    pub, sdir, raw = tree
+    fid = "000005"  # here the box on the sign is the frame's own detection, carried to 4 and 6
+    _, area, _ = _sign_and_area(sdir, fid)
+    assert run_cli("request", "add", str(sdir), "--frame", fid, "--unblur", ",".join(map(str, area)),
+                   "--reason", "road sign").returncode == 0
+    r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(raw.parent))
+    assert r.returncode == 0, r.stdout + r.stderr
+    entry = _qa_entry(sdir, fid)
+    assert any(d.get("unblurred") and not d["carried"] for d in entry["detections"])
+    images = _manifest_images(sdir)
+    delete_frames(raw, [x for x in SessionReader(raw).frames() if x.frame_id == fid], reason="retention")
+    shutil.rmtree(pub / ".work")
+    _nightly_rerun(raw, pub)
+    assert _manifest_images(sdir) == images
     _verify_ok(pub)
