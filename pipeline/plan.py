@@ -39,8 +39,14 @@ def _strip(obj: Any) -> Any:
 
 def redact_key(cfg: BaseModel) -> str:
     """sha256 of a redaction config without machine-specific fields: absolute weight paths
-    (the weights themselves are covered by the model hash) and thread counts."""
-    blob = json.dumps(_strip(cfg.model_dump(mode="python")), sort_keys=True, separators=(",", ":"), default=str)
+    (the weights themselves are covered by the model hash) and thread counts; and without
+    ``plate_zoom_out`` where it has no effect (off, or not the streetveil plate head), so those
+    configs keep the keys, caches and unblur requests they had before the field existed."""
+    d = cfg.model_dump(mode="python")
+    det = getattr(cfg, "detector", None)
+    if det is not None and not det.resolved_plate_zoom_out():
+        d["detector"].pop("plate_zoom_out", None)
+    blob = json.dumps(_strip(d), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -119,6 +119,20 @@ class ClassHead:
     # The class's threshold without verification: vetoed candidates scoring below it are not
     # reported (``detect_with_vetoes``), since unverified they would not be redacted either.
     unverified: float | None = None
+    # > 0: one more whole-frame pass, for this class only, at this fraction of the plan's
+    # whole-frame scale, keeping only its boxes of at least ZOOM_MIN_NET_PX network pixels.
+    # For objects larger than the net's training crops (close plates), which the plan's own
+    # scale finds in pieces or not at all; the small ones stay with the finer passes.
+    zoom_out: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.zoom_out < 1.0:
+            raise ValueError(f"zoom_out must be in [0, 1), got {self.zoom_out}")
+
+
+# Boxes a zoom-out pass keeps: at least this tall in network pixels (smaller ones are in the
+# range where the net is weak, and the finer passes see them larger).
+ZOOM_MIN_NET_PX = 16.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,21 +217,33 @@ class CenterNetDetector:
         # Only frames seen below native resolution everywhere need a second look; small
         # images already get an upscaled pass, large ones native tiles.
         reduced = max(win.scale for win in windows) < 1.0
+        # (window, the one class it is for or None for all): the plan's windows, then each
+        # class's zoom-out pass over the plan's whole-frame window (always its first).
+        passes: list[tuple[Window, str | None]] = [(win, None) for win in windows]
+        whole = windows[0]
+        assert (whole.x0, whole.y0) == (0, 0) and whole.y1 == h, "plan() must put the whole frame first"
+        passes += [(Window(whole.x0, whole.y0, whole.x1, whole.y1, whole.scale * hd.zoom_out), hd.name)
+                   for hd in self.heads if hd.zoom_out > 0]
         per_class: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {hd.name: [] for hd in self.heads}
         # Windows with the same padded size run as one batch.
-        groups: dict[tuple[int, int], list[Window]] = {}
-        for win in windows:
-            groups.setdefault(win.padded_size, []).append(win)
+        groups: dict[tuple[int, int], list[tuple[Window, str | None]]] = {}
+        for win, only in passes:
+            groups.setdefault(win.padded_size, []).append((win, only))
         for (ph, pw), wins in groups.items():
             batch = np.zeros((len(wins), 3, ph, pw), np.float32)
-            for i, win in enumerate(wins):
+            for i, (win, _) in enumerate(wins):
                 nh, nw = win.net_size
                 batch[i, :, :nh, :nw] = window_pixels(src, win).transpose(2, 0, 1)
             outputs = self.net(batch)
             for hd in self.heads:
                 heat, scale, offset = outputs[hd.name]
-                for i, win in enumerate(wins):
+                for i, (win, only) in enumerate(wins):
+                    if only is not None and only != hd.name:
+                        continue
                     xyxy, score = decode_centernet(heat[i], scale[i], offset[i], _decode_threshold(hd))
+                    if only is not None:
+                        tall = xyxy[:, 3] - xyxy[:, 1] >= ZOOM_MIN_NET_PX
+                        xyxy, score = xyxy[tall], score[tall]
                     if not len(score):
                         continue
                     keep = _not_cut(xyxy, win, w + margin, h)

@@ -17,6 +17,9 @@ DEFAULT_BACKEND: Backend = "streetveil"
 # Plate threshold of plate detectors whose model states none (the streetveil model states its
 # calibrated one in its metadata, streetveil.plate_threshold, and that is used instead).
 FALLBACK_PLATE_THRESHOLD = 0.3
+# The plate model's coarse second pass (DetectorSection.plate_zoom_out): chosen on the
+# calibration scenes (training frames), MODEL_CARD.md.
+ZOOM_OUT = 1 / 3
 
 
 class _Section(BaseModel):
@@ -85,6 +88,13 @@ class DetectorSection(_Section):
     # plate_threshold, when set, replaces the proposal threshold. off: plate scores alone.
     plate_verify: Literal["off", "on"] = "off"
     plate_verify_threshold: float | None = Field(default=None, ge=0, lt=1)
+    # Close plates (taller than ~128 network px) are larger than the plate branch's training
+    # crops: the whole-frame pass finds them in pieces or not at all. One more whole-frame
+    # pass, read for plates only, at this fraction of that pass's scale (its boxes under 16
+    # network px dropped) finds most of them (redact/models/MODEL_CARD.md), for a ninth more
+    # pixels at 1/3. 0 = off. Only for the streetveil model's own plate head (ignored, and
+    # left out of every cache key, otherwise).
+    plate_zoom_out: float = Field(default=ZOOM_OUT, ge=0, le=0.5)
     # 360° equirectangular panoramas wrap at the left/right seam. auto: width == 2 x height.
     panorama: Literal["auto", "yes", "no"] = "auto"
 
@@ -116,6 +126,10 @@ class DetectorSection(_Section):
             return "fp32"
         packaged = self.backend == "centerface" or (self.backend == "streetveil" and self.weights is None)
         return "int8" if packaged else "fp32"
+
+    def resolved_plate_zoom_out(self) -> float:
+        """``plate_zoom_out`` where it applies (the streetveil model's own plate head), else 0."""
+        return self.plate_zoom_out if self.backend == "streetveil" and self.resolved_plate_backend() == "same" else 0.0
 
     def resolved_plate_backend(self) -> str:
         """The plate detector actually used ("auto" resolved; see plate_backend)."""

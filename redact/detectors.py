@@ -88,6 +88,9 @@ def describe(det: Detector) -> dict[str, Any]:
         # candidates (Redactor.detect_with_vetoes) scored at least.
         **({"unverified": u} if (u := {h.name: h.unverified for h in getattr(det, "heads", ())
                                        if h.unverified is not None}) else {}),
+        # Classes with an extra coarse whole-frame pass (ClassHead.zoom_out) and its scale.
+        **({"zoom_out": z} if (z := {h.name: h.zoom_out for h in getattr(det, "heads", ()) if h.zoom_out > 0})
+           else {}),
     }
 
 
@@ -396,7 +399,8 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
     heads = tuple(face_head(cfg) if c == "face" else
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
                             verify=verification.verify if verification else None,
-                            unverified=unverified_plate_threshold(cfg) if verification else None)
+                            unverified=unverified_plate_threshold(cfg) if verification else None,
+                            zoom_out=cfg.resolved_plate_zoom_out())
                   for c in classes)
     return CenterNetDetector(
         net,

@@ -54,6 +54,10 @@ def detection_key(info: Mapping[str, Any], cls: str) -> str:
     verify = [d["verify"][cls] for d in info["detectors"] if cls in (d.get("verify") or {})]
     if verify:
         blob["verify"] = verify
+    # And only with a zoom-out pass for the class (redact/centernet.py ClassHead.zoom_out).
+    zoom = [d["zoom_out"][cls] for d in info["detectors"] if cls in (d.get("zoom_out") or {})]
+    if zoom:
+        blob["zoom_out"] = zoom
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from redact.boxes import decode_centernet, intersection_matrix, iou_matrix, nms
+from redact.centernet import ZOOM_MIN_NET_PX
 from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
 
@@ -62,6 +63,32 @@ class PlateRunner:
 
 class Runner(Protocol):
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class ZoomRunner:
+    """A plate runner plus the engine's zoom-out pass (redact/centernet.py ClassHead.zoom_out),
+    in the engine's order: both passes decoded, the zoom pass's boxes under ZOOM_MIN_NET_PX
+    network pixels dropped, then one NMS (IoU 0.3) over all. Like the engine's pass for frames
+    whose whole-frame pass runs at native scale (long side <= 1280: the shared dashcam sets)."""
+
+    def __init__(self, runner: PlateRunner, scale: float) -> None:
+        if not 0.0 < scale < 1.0:
+            raise ValueError(f"zoom-out scale must be in (0, 1), got {scale}")
+        self.runner, self.scale = runner, scale
+
+    def _decoded(self, rgb: np.ndarray, threshold: float, max_width: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+        o, s = self.runner.outputs(rgb, max_width)
+        boxes, scores = decode_centernet(o["plate_heatmap"][0], o["plate_scale"], o["plate_offset"], threshold)
+        return boxes, scores, s
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        b1, s1, f1 = self._decoded(rgb, threshold, None)
+        b2, s2, f2 = self._decoded(rgb, threshold, round(rgb.shape[1] * self.scale))
+        tall = b2[:, 3] - b2[:, 1] >= ZOOM_MIN_NET_PX
+        b = np.concatenate([b1 / f1, b2[tall] / f2])
+        s = np.concatenate([s1, s2[tall]])
+        keep = nms(b, s, 0.3)
+        return b[keep], s[keep]
 
 
 class VerifiedRunner:
