@@ -95,8 +95,10 @@ def main() -> int:
         out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out)
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:
+                cov = d.get("coverage_ge64") or {}
                 print(f"{name:32} recall>=16 {d.get('recall_ge16')}  8-16 {d.get('recall_8_16')}  "
-                      f"false/img {d.get('false_per_image')}  signs {d.get('signs_detected', '-')}")
+                      f"false/img {d.get('false_per_image')}  signs {d.get('signs_detected', '-')}  "
+                      f"covered>=64px {cov.get('mean', '-')} (>=95%: {cov.get('share_ge95', '-')})")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -100,3 +100,20 @@ def test_a_variant_threshold_keeps_the_reference_recall() -> None:
     assert matched_threshold(table, 0.848) == 0.20
     assert matched_threshold(table, 0.836) == 0.25
     assert matched_threshold(table, 0.99) == THRESHOLD_GRID[0]  # nothing reaches it: the lowest
+
+
+def test_coverage_is_the_share_of_a_plate_under_the_grown_detections() -> None:
+    """Recall asks IoU >= 0.3 of one box; coverage says how much of the plate the blur hides."""
+    from redact.train.evaluate import Tally, coverage
+
+    plate = np.array([[10, 10, 110, 30]], np.float32)
+    # A box over the left half, grown by 1.15 about its centre: x 6.25-63.75, y 8.5-31.5.
+    assert coverage(plate, np.array([[10, 10, 60, 30]], np.float32), (100, 200)) == [pytest.approx(0.54)]
+    assert coverage(plate, np.zeros((0, 4), np.float32), (100, 200)) == [0.0]
+    two = np.array([[10, 10, 60, 30], [60, 10, 110, 30]], np.float32)
+    assert coverage(plate, two, (100, 200)) == [1.0]
+    t = Tally()
+    big = np.array([[10, 10, 210, 90]], np.float32)  # 80 px tall: counted
+    t.add(big, np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), big, np.ones(1, np.float32), (100, 300))
+    t.add(plate, np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), plate, np.ones(1, np.float32), (100, 300))
+    assert t.as_dict()["coverage_ge64"] == {"plates": 1, "mean": 1.0, "share_ge95": 1.0}  # 20 px plate: not counted

@@ -116,9 +116,15 @@ class Tally:
     signs: int = 0
     signs_hit: int = 0
     signs_hit_images: int = 0
+    # Coverage of plates >= COVER_MIN_PX tall (recall only asks IoU >= 0.3 of one box): the
+    # share of each plate inside the union of the detections grown as the blur grows them.
+    covers: list[float] = field(default_factory=list)
 
-    def add(self, gt: np.ndarray, extra: np.ndarray, signs: np.ndarray, dets: np.ndarray, scores: np.ndarray) -> None:
+    def add(self, gt: np.ndarray, extra: np.ndarray, signs: np.ndarray, dets: np.ndarray, scores: np.ndarray,
+            shape: tuple[int, ...] | None = None) -> None:
         self.images += 1
+        if shape is not None:
+            self.covers += coverage(gt[gt[:, 3] - gt[:, 1] >= COVER_MIN_PX], dets, shape[:2])
         self.detections += len(dets)
         hit, used = match(gt, dets, scores, MATCH_IOU)
         _, used_extra = match(extra, dets[~used], scores[~used], MATCH_IOU)
@@ -152,7 +158,30 @@ class Tally:
             "false_per_image": _r(self.false / max(self.images, 1)),
             "precision": _r((self.detections - self.false) / self.detections) if self.detections else None,
             **({"signs": self.signs, "signs_detected": self.signs_hit} if self.signs else {}),
+            **({"coverage_ge64": {"plates": len(self.covers), "mean": _r(float(np.mean(self.covers))),
+                                  "share_ge95": _r(float(np.mean(np.array(self.covers) >= 0.95)))}}
+               if self.covers else {}),
         }
+
+
+COVER_MIN_PX = 64
+PLATE_EXPAND = 1.15  # redact.ops.RedactParams().plate_expand: the blur grows each box by this
+
+
+def coverage(plates: np.ndarray, dets: np.ndarray, hw: tuple[int, ...]) -> list[float]:
+    """Per plate box: the share of its pixels inside the union of ``dets`` grown by
+    PLATE_EXPAND about their centres (what the blur covers). Pure."""
+    h, w = int(hw[0]), int(hw[1])
+    mask = np.zeros((h, w), bool)
+    for x1, y1, x2, y2 in np.asarray(dets, np.float64).reshape(-1, 4):
+        cx, cy, hw_, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * PLATE_EXPAND / 2, (y2 - y1) * PLATE_EXPAND / 2
+        mask[max(0, int(cy - hh)):max(0, int(np.ceil(cy + hh))), max(0, int(cx - hw_)):max(0, int(np.ceil(cx + hw_)))] = True
+    out = []
+    for x1, y1, x2, y2 in np.asarray(plates, np.float64).reshape(-1, 4):
+        a, b = max(0, int(x1)), max(0, int(y1))
+        region = mask[b:max(b + 1, int(np.ceil(y2))), a:max(a + 1, int(np.ceil(x2)))]
+        out.append(float(region.mean()) if region.size else 0.0)
+    return out
 
 
 def _r(v: float | None) -> float | None:
@@ -187,7 +216,7 @@ def evaluate_scenes(runner: Runner, scenes: Iterable[Scene], threshold: float) -
     t = Tally()
     for sc in scenes:
         dets, scores = runner.detect(sc.image, threshold)
-        t.add(sc.boxes, sc.extra, sc.signs, dets, scores)
+        t.add(sc.boxes, sc.extra, sc.signs, dets, scores, sc.image.shape)
     return t
 
 
