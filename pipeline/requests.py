@@ -163,14 +163,18 @@ def plate_areas(boxes: Sequence[Sequence[float]], params: Any, width: int, heigh
             if c == _PLATE]
 
 
-def _touched(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int) -> list[list[int]]:
+def _box_arrays(boxes: Sequence[Sequence[float]]) -> tuple[Any, Any]:
+    """(xyxy float32[N, 4], class uint8[N]) of box rows (x1, y1, x2, y2, class, ...)."""
     import numpy as np
 
+    return (np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4),
+            np.array([int(b[4]) for b in boxes], np.uint8))
+
+
+def _touched(boxes: Sequence[Sequence[float]], params: Any, width: int, height: int) -> list[list[int]]:
     from redact.ops import touched_boxes
 
-    xy = np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4)
-    return [list(map(int, t)) for t in touched_boxes(xy, np.array([int(b[4]) for b in boxes], np.uint8), params,
-                                                     width, height).tolist()]
+    return [list(map(int, t)) for t in touched_boxes(*_box_arrays(boxes), params, width, height).tolist()]
 
 
 def _no_plate_inside(fid: str, areas: Sequence[IntBox], plates: Sequence[IntBox]) -> str:
@@ -188,10 +192,8 @@ def _within(areas: Sequence[Sequence[float]], boxes: Sequence[Sequence[float]], 
 
     from redact.ops import redacted_within
 
-    xy = np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4)
-    cl = np.array([int(b[4]) for b in boxes], np.uint8)
     ar = np.array([a[:4] for a in areas], np.float64).reshape(-1, 4)
-    return [bool(v) for v in redacted_within(xy, cl, ar, params, width, height, of_class=_PLATE)]
+    return [bool(v) for v in redacted_within(*_box_arrays(boxes), ar, params, width, height, of_class=_PLATE)]
 
 
 def _lonely_areas(areas: Sequence[IntBox], boxes: Sequence[Sequence[float]], params: Any, width: int,
@@ -281,7 +283,8 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
             raise RequestError(f"a {spec.action} request needs a published session folder (PUBLISH_DIR/<session>)")
         sdir = publish_dir / sid
         feats = _feature_ids(sdir)
-        known = audit.latest_frame_records(audit.read_records(sdir / audit.AUDIT_FILE))
+        chain = audit.read_records(sdir / audit.AUDIT_FILE)
+        known = audit.latest_frame_records(chain)
         fid = str(spec.frame_id)
         if spec.action in ("blur", "unblur"):
             f = feats.get(fid)
@@ -292,7 +295,7 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
                 if w is not None and h is not None and (b[2] > w or b[3] > h):
                     raise RequestError(f"box {','.join(map(str, b))} reaches outside the {w}x{h} image {fid}")
             if spec.action == "unblur":
-                _check_unblur(publish_dir, sid, fid, spec.boxes)
+                _check_unblur(publish_dir, sid, fid, spec.boxes, chain)
         elif fid not in feats and fid not in known:
             raise RequestError(f"{sdir}: no frame {fid} in this session")
     now = datetime.now(UTC)
@@ -315,11 +318,12 @@ def add_request(target: Path, spec: RequestSpec) -> dict[str, Any]:
     return rec
 
 
-def _check_unblur(publish_dir: Path, sid: str, fid: str, areas: Sequence[IntBox]) -> None:
+def _check_unblur(publish_dir: Path, sid: str, fid: str, areas: Sequence[IntBox],
+                  chain: Sequence[Mapping[str, Any]]) -> None:
     """Refuse an unblur request with an area that encloses none of the frame's plate
-    redactions, by the QA detections of the publication (when they are at hand; ``apply``
-    checks again on the frame as re-rendered)."""
-    chain = audit.read_records(publish_dir / sid / audit.AUDIT_FILE)
+    redactions, by the QA detections of the publication (``chain``: the session's audit
+    records; when the detections are at hand: ``apply`` checks again on the frame as
+    re-rendered)."""
     ref = qadata.named(chain)
     entries = qadata.read(lambda rel: (publish_dir / rel).read_bytes(), ref)[0] if ref else None
     e = (entries or {}).get(fid)
@@ -790,15 +794,15 @@ def _unblur(txn: PublishTxn, sid: str, fid: str, q: Mapping[str, Any], feat: Map
     left_out = [res.boxes[i] for i in res.unblurred]
     # Left out by this request: boxes no earlier area of the frame already left out.
     new = [b for b, old in zip(left_out, _within(earlier, left_out, params, w, h), strict=True) if not old]
+    gone = set(res.unblurred)
+    rendered = [b for i, b in enumerate(res.boxes) if i not in gone]
     lonely = _lonely_areas(areas, new, params, w, h)
     if lonely:
-        kept = [b for i, b in enumerate(res.boxes) if i not in set(res.unblurred)]
-        return _reject(outcomes, records, q, sid, _no_plate_inside(fid, lonely, plate_areas(kept, params, w, h)))
+        return _reject(outcomes, records, q, sid, _no_plate_inside(fid, lonely, plate_areas(rendered, params, w, h)))
     from pipeline.jpegblocks import JpegEditError, only_inside
 
     data = (rr.publish_dir / ".work" / sid / str(res.image)).read_bytes()
     current = (txn.staging / image_path(fid)).read_bytes()
-    rendered = [b for i, b in enumerate(res.boxes) if i not in set(res.unblurred)]
     allowed = [_fbox(b) for b in (*areas, *_touched(rendered, params, w, h))]
     why = None
     try:

@@ -52,11 +52,18 @@ class PlateRunner:
         out = self.session.run(None, {"input": x})
         return {n: o[0] for n, o in zip(self.names, out, strict=True)}, s
 
+    def decoded(self, rgb: np.ndarray, threshold: float, cls: str = "plate",
+                max_width: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """Every cell above ``threshold``: boxes [N, 4] in network pixels, scores [N] (no NMS),
+        and the scale applied to the image."""
+        o, s = self.outputs(rgb, max_width)
+        boxes, scores = decode_centernet(o[f"{cls}_heatmap"][0], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
+        return boxes, scores, s
+
     def detect(self, rgb: np.ndarray, threshold: float, cls: str = "plate",
                max_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Boxes [N, 4] in the image's pixels and scores [N], after NMS IoU 0.3."""
-        o, s = self.outputs(rgb, max_width)
-        boxes, scores = decode_centernet(o[f"{cls}_heatmap"][0], o[f"{cls}_scale"], o[f"{cls}_offset"], threshold)
+        boxes, scores, s = self.decoded(rgb, threshold, cls, max_width)
         keep = nms(boxes, scores, 0.3)
         return boxes[keep] / s, scores[keep]
 
@@ -76,14 +83,9 @@ class ZoomRunner:
             raise ValueError(f"zoom-out scale must be in (0, 1), got {scale}")
         self.runner, self.scale = runner, scale
 
-    def _decoded(self, rgb: np.ndarray, threshold: float, max_width: int | None) -> tuple[np.ndarray, np.ndarray, float]:
-        o, s = self.runner.outputs(rgb, max_width)
-        boxes, scores = decode_centernet(o["plate_heatmap"][0], o["plate_scale"], o["plate_offset"], threshold)
-        return boxes, scores, s
-
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        b1, s1, f1 = self._decoded(rgb, threshold, None)
-        b2, s2, f2 = self._decoded(rgb, threshold, round(rgb.shape[1] * self.scale))
+        b1, s1, f1 = self.runner.decoded(rgb, threshold)
+        b2, s2, f2 = self.runner.decoded(rgb, threshold, max_width=round(rgb.shape[1] * self.scale))
         tall = b2[:, 3] - b2[:, 1] >= ZOOM_MIN_NET_PX
         b = np.concatenate([b1 / f1, b2[tall] / f2])
         s = np.concatenate([s1, s2[tall]])
