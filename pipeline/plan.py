@@ -40,12 +40,15 @@ def _strip(obj: Any) -> Any:
 def redact_key(cfg: BaseModel) -> str:
     """sha256 of a redaction config without machine-specific fields: absolute weight paths
     (the weights themselves are covered by the model hash) and thread counts; and without
-    ``plate_zoom_out`` where it has no effect (off, or not the streetveil plate head), so those
-    configs keep the keys, caches and unblur requests they had before the field existed."""
+    ``plate_zoom_out`` and ``plate_merge`` where they change nothing (off / nms, or not the
+    streetveil plate head), so those configs keep the keys, caches and unblur requests they
+    had before the fields existed."""
     d = cfg.model_dump(mode="python")
     det = getattr(cfg, "detector", None)
     if det is not None and not det.resolved_plate_zoom_out():
         d["detector"].pop("plate_zoom_out", None)
+    if det is not None and det.resolved_plate_merge() == "nms":
+        d["detector"].pop("plate_merge", None)
     blob = json.dumps(_strip(d), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

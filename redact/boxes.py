@@ -5,6 +5,8 @@ No I/O and no logging here; tested with parametrized tables.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 
@@ -38,25 +40,42 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou: float = 0.3) -> np.ndarray:
 
     Ties in score keep the lower index (a stable sort), so the result is deterministic.
     """
+    return np.array([i for i, _ in _greedy_nms(xyxy, score, iou)], dtype=np.int64)
+
+
+def nms_union(xyxy: np.ndarray, score: np.ndarray, iou: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """``nms``'s kept indices, and each kept box grown to the union of itself and the boxes
+    it suppressed [K, 4].
+
+    For redaction, where the boxes are pieces and views of one object: the best-scoring box
+    of a close plate may cover only part of it while a lower-scoring one covers the rest.
+    """
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    keep, grown = [], []
+    for i, gone in _greedy_nms(b, score, iou):
+        g = b[np.append(gone, i)]
+        keep.append(i)
+        grown.append([g[:, 0].min(), g[:, 1].min(), g[:, 2].max(), g[:, 3].max()])
+    return np.array(keep, dtype=np.int64), np.array(grown, np.float32).reshape(-1, 4)
+
+
+def _greedy_nms(xyxy: np.ndarray, score: np.ndarray, iou: float) -> Iterator[tuple[int, np.ndarray]]:
+    """(kept index, indices of the boxes it suppresses) in greedy NMS order."""
     b = np.asarray(xyxy, np.float32).reshape(-1, 4)
     s = np.asarray(score, np.float32).reshape(-1)
     order = np.argsort(-s, kind="stable")
-    keep: list[int] = []
     areas = area(b)
     while order.size:
         i = int(order[0])
-        keep.append(i)
         rest = order[1:]
-        if not rest.size:
-            break
         xx1 = np.maximum(b[i, 0], b[rest, 0])
         yy1 = np.maximum(b[i, 1], b[rest, 1])
         xx2 = np.minimum(b[i, 2], b[rest, 2])
         yy2 = np.minimum(b[i, 3], b[rest, 3])
         inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
         ov = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        yield i, rest[ov > iou]
         order = rest[ov <= iou]
-    return np.array(keep, dtype=np.int64)
 
 
 def batched_nms(xyxy: np.ndarray, score: np.ndarray, cls: np.ndarray, iou: float = 0.3) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from redact.boxes import decode_centernet, iou_matrix, nms
+from redact.boxes import decode_centernet, iou_matrix, nms, nms_union
 from redact.errors import ModelError
 from redact.tiling import STRIDE, PlanParams, Window, plan, wrap_margin
 from redact.types import Detections
@@ -124,10 +124,18 @@ class ClassHead:
     # For objects larger than the net's training crops (close plates), which the plan's own
     # scale finds in pieces or not at all; the small ones stay with the finer passes.
     zoom_out: float = 0.0
+    # Merge overlapping candidates by NMS, each kept box grown to the union of the boxes it
+    # suppressed (``redact.boxes.nms_union``): a close plate's best box may cover only part of
+    # it while the other pass's box covers the rest. Scores and verification stay those of
+    # the kept box as found; only what is redacted grows.
+    union: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.zoom_out < 1.0:
             raise ValueError(f"zoom_out must be in [0, 1), got {self.zoom_out}")
+        if self.union and self.refine is not None:
+            # A close-up replaces the box it re-scores: the grown box would no longer match it.
+            raise ValueError("a head cannot both refine and union-merge its boxes")
 
 
 # Boxes a zoom-out pass keeps: at least this tall in network pixels (smaller ones are in the
@@ -267,12 +275,15 @@ class CenterNetDetector:
             xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h)
             ok = (xyxy[:, 2] - xyxy[:, 0] >= 1) & (xyxy[:, 3] - xyxy[:, 1] >= 1)
             xyxy, score = xyxy[ok], score[ok]
-            keep = nms(xyxy, score, NMS_IOU)
+            keep, grown = nms_union(xyxy, score, NMS_IOU)  # keep: the same as nms()
             xyxy, score = xyxy[keep], score[keep]
+            # What is redacted: the verifier still judges the box as found.
+            shown = grown if hd.union else xyxy
             if hd.refine is not None and reduced:
                 xyxy, score = self._refine(rgb, xyxy, score, hd)
                 keep = nms(xyxy, score, NMS_IOU)
                 xyxy, score = xyxy[keep], score[keep]
+                shown = xyxy
             final = score >= hd.threshold
             if hd.verify is not None and final.any():
                 assert self.verifier is not None
@@ -281,8 +292,8 @@ class CenterNetDetector:
                 final[veto] = False
                 if hd.unverified is not None:
                     veto = veto[score[veto] >= hd.unverified]
-                vetoed.append(Detections.of_class(xyxy[veto], score[veto], hd.name))
-            out.append(Detections.of_class(xyxy[final], score[final], hd.name))
+                vetoed.append(Detections.of_class(shown[veto], score[veto], hd.name))
+            out.append(Detections.of_class(shown[final], score[final], hd.name))
         return Detections.concat(out), Detections.concat(vetoed)
 
     def _refine(self, rgb: np.ndarray, xyxy: np.ndarray, score: np.ndarray, hd: ClassHead) -> tuple[np.ndarray, np.ndarray]:

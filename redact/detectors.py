@@ -91,6 +91,8 @@ def describe(det: Detector) -> dict[str, Any]:
         # Classes with an extra coarse whole-frame pass (ClassHead.zoom_out) and its scale.
         **({"zoom_out": z} if (z := {h.name: h.zoom_out for h in getattr(det, "heads", ()) if h.zoom_out > 0})
            else {}),
+        # Classes whose overlapping candidates merge to their union (ClassHead.union).
+        **({"merge": m} if (m := {h.name: "union" for h in getattr(det, "heads", ()) if h.union}) else {}),
     }
 
 
@@ -400,7 +402,8 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
                             verify=verification.verify if verification else None,
                             unverified=unverified_plate_threshold(cfg) if verification else None,
-                            zoom_out=cfg.resolved_plate_zoom_out())
+                            zoom_out=cfg.resolved_plate_zoom_out(),
+                            union=cfg.resolved_plate_merge() == "union")
                   for c in classes)
     return CenterNetDetector(
         net,

@@ -58,6 +58,10 @@ def detection_key(info: Mapping[str, Any], cls: str) -> str:
     zoom = [d["zoom_out"][cls] for d in info["detectors"] if cls in (d.get("zoom_out") or {})]
     if zoom:
         blob["zoom_out"] = zoom
+    # And only where its boxes merge to their union (ClassHead.union).
+    merge = [d["merge"][cls] for d in info["detectors"] if cls in (d.get("merge") or {})]
+    if merge:
+        blob["merge"] = merge
     return hashlib.sha256(json.dumps(blob, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -3,18 +3,19 @@
 calibration-scene comparison that chose the engine's zoom-out scale.
 
     python scripts/report_plates.py [--model redact/models/streetveil-fp-v1-int8.onnx]
-        [--threshold T] [--zoom-out 1/3] [--verify] [--json OUT]
-    python scripts/report_plates.py --choose-zoom 1/2,2/5,1/3,1/4
+        [--threshold T] [--zoom-out 1/3] [--merge union] [--verify] [--json OUT]
+    python scripts/report_plates.py --choose-zoom 1/2,2/5,1/3,1/4 [--merge union]
 
 The first form runs ``redact.train.pipeline.report`` (dashcam train/val, the synthetic
 families and sign scenes on held-out frames, plate-free and out-of-distribution sets; about
 8 min on 2 cores) at the model's calibrated threshold (its metadata) unless ``--threshold``,
-with the engine's zoom-out pass at ``--zoom-out`` (0 = none) and, with ``--verify``, the
-plate verifier at the thresholds calibrated for the packaged model. ``--choose-zoom`` scores
-each scale (and none) on the calibration scenes, built on *training* frames only, and prints
-recall >= 16 px and >= 128 px, false detections per scene and signs hit (about 1 min per
-scale): the rule in MODEL_CARD.md takes the highest recall >= 16 px, the cheaper scale of
-equal ones.
+with the engine's zoom-out pass at ``--zoom-out`` (0 = none), its union merge of overlapping
+boxes with ``--merge union`` (the engine's default; ``nms``: the model as it is) and, with
+``--verify``, the plate verifier at the thresholds calibrated for the packaged model.
+``--choose-zoom`` scores each scale (and none) on the calibration scenes, built on *training*
+frames only, and prints recall >= 16 px and >= 128 px, false detections per scene, signs hit
+and the coverage of plates >= 64 px (about 1 min per scale): the rule in MODEL_CARD.md takes
+the highest recall >= 16 px, the cheaper scale of equal ones.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main() -> int:
     p.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--threshold", type=float, default=None, help="default: the model's streetveil.plate_threshold")
     p.add_argument("--zoom-out", type=_scale, default=0.0, help="the engine's zoom-out pass at this scale (0 = none)")
+    p.add_argument("--merge", choices=("nms", "union"), default="nms",
+                   help="how overlapping boxes merge (the engine's plate_merge; union is its default)")
     p.add_argument("--verify", action="store_true", help="with the packaged plate verifier")
     p.add_argument("--choose-zoom", default=None, metavar="S1,S2,...", help="compare scales on calibration scenes")
     p.add_argument("--seed", type=int, default=20261126)
@@ -71,13 +74,14 @@ def main() -> int:
         plate = evaluate.PlateRunner(a.model, a.threads)
         rows = {}
         for s in scales:
-            runner: evaluate.Runner = evaluate.ZoomRunner(plate, s) if s else plate
+            runner: evaluate.Runner = evaluate.EngineRunner(plate, s, a.merge == "union")
             d = evaluate.evaluate_scenes(runner, scenes, thr).as_dict()
             rows[f"{s:.3f}"] = d
             print(f"zoom-out {s:.3f}: recall>=16 {d['recall_ge16']}  >=128 "
                   f"{d['bands'].get('>=128', {}).get('recall')}  false/scene {d['false_per_image']}  "
-                  f"signs {d.get('signs_detected')}/{d.get('signs')}", flush=True)
-        out = {"threshold": thr, "scenes": len(scenes), "scales": rows}
+                  f"signs {d.get('signs_detected')}/{d.get('signs')}  covered>=64px "
+                  f"{d['coverage_ge64']['mean']} (>=95%: {d['coverage_ge64']['share_ge95']})", flush=True)
+        out = {"threshold": thr, "scenes": len(scenes), "merge": a.merge, "scales": rows}
     else:
         verifier = None
         thr = a.threshold
@@ -92,7 +96,8 @@ def main() -> int:
             verifier = (VERIFIER_MODEL, cal.verify)
             thr = thr or cal.proposal
         thr = thr or streetveil_plate_threshold(a.model)
-        out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out)
+        out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out,
+                              union=a.merge == "union")
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:
                 cov = d.get("coverage_ge64") or {}

@@ -17,6 +17,7 @@ from redact.boxes import (
     expand_boxes,
     iou_matrix,
     nms,
+    nms_union,
     to_display,
 )
 from redact.centernet import unwrap
@@ -44,6 +45,21 @@ def test_nms_keeps_best_of_overlapping_and_separate_boxes() -> None:
     # Equal boxes in different classes both survive batched NMS.
     assert batched_nms(boxes[[0, 3]], scores[[0, 3]], np.array([0, 1])).tolist() == [0, 1]
 
+
+
+def test_nms_union_keeps_what_nms_keeps_grown_by_what_each_kept_box_suppressed() -> None:
+    # A close plate: the best box covers its top half, a weaker one all of it (IoU 0.5); a
+    # third box overlaps the weaker one only (IoU 0.17 with it, 0 with the best): NMS keeps it,
+    # so it grows nothing; a separate box stays as it is.
+    boxes = np.array([[0, 0, 100, 20], [0, 0, 100, 40], [0, 30, 100, 60], [200, 0, 220, 10]], np.float32)
+    scores = np.array([0.9, 0.6, 0.5, 0.4], np.float32)
+    keep, grown = nms_union(boxes, scores, 0.3)
+    assert keep.tolist() == nms(boxes, scores, 0.3).tolist() == [0, 2, 3]
+    np.testing.assert_array_equal(grown, [[0, 0, 100, 40], [0, 30, 100, 60], [200, 0, 220, 10]])
+    # Each grown box contains its kept box; no boxes, no rows.
+    assert (grown[:, :2] <= boxes[keep, :2]).all() and (grown[:, 2:] >= boxes[keep, 2:]).all()
+    keep, grown = nms_union(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    assert keep.shape == (0,) and grown.shape == (0, 4)
 
 @pytest.mark.parametrize(
     ("box", "f", "out"),

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from redact.boxes import decode_centernet, intersection_matrix, iou_matrix, nms
+from redact.boxes import decode_centernet, intersection_matrix, iou_matrix, nms, nms_union
 from redact.centernet import ZOOM_MIN_NET_PX
 from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
@@ -67,43 +67,65 @@ class PlateRunner:
         keep = nms(boxes, scores, 0.3)
         return boxes[keep] / s, scores[keep]
 
+    def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        boxes, scores = self.detect(rgb, threshold)
+        return boxes, boxes, scores
+
 
 class Runner(Protocol):
-    def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]: ...
+    def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """The boxes redacted [N, 4] and their scores [N]."""
+        ...
+
+    def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The boxes as found (what a verifier judges), the boxes redacted, their scores."""
+        ...
 
 
-class ZoomRunner:
-    """A plate runner plus the engine's zoom-out pass (redact/centernet.py ClassHead.zoom_out),
-    in the engine's order: both passes decoded, the zoom pass's boxes under ZOOM_MIN_NET_PX
-    network pixels dropped, then one NMS (IoU 0.3) over all. Like the engine's pass for frames
-    whose whole-frame pass runs at native scale (long side <= 1280: the shared dashcam sets)."""
+class EngineRunner:
+    """A plate runner plus what the engine adds for the streetveil plate head, in the engine's
+    order (redact/centernet.py): the zoom-out pass at ``zoom_out`` (0 = none; its boxes under
+    ZOOM_MIN_NET_PX network pixels dropped), one NMS (IoU 0.3) over both passes, with
+    ``union`` each kept box grown to the union of the boxes it suppressed (ClassHead.union).
+    Like the engine for frames whose whole-frame pass runs at native scale (long side <=
+    1280: the shared dashcam sets)."""
 
-    def __init__(self, runner: PlateRunner, scale: float) -> None:
-        if not 0.0 < scale < 1.0:
-            raise ValueError(f"zoom-out scale must be in (0, 1), got {scale}")
-        self.runner, self.scale = runner, scale
+    def __init__(self, runner: PlateRunner, zoom_out: float = 0.0, union: bool = False) -> None:
+        if not 0.0 <= zoom_out < 1.0:
+            raise ValueError(f"zoom-out scale must be in [0, 1), got {zoom_out}")
+        self.runner, self.zoom_out, self.union = runner, zoom_out, union
+
+    def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        b, s, f = self.runner.decoded(rgb, threshold)
+        b = b / f
+        if self.zoom_out:
+            b2, s2, f2 = self.runner.decoded(rgb, threshold, max_width=round(rgb.shape[1] * self.zoom_out))
+            tall = b2[:, 3] - b2[:, 1] >= ZOOM_MIN_NET_PX
+            b, s = np.concatenate([b, b2[tall] / f2]), np.concatenate([s, s2[tall]])
+        keep, grown = nms_union(b, s, 0.3)
+        return b[keep], grown if self.union else b[keep], s[keep]
 
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        b1, s1, f1 = self.runner.decoded(rgb, threshold)
-        b2, s2, f2 = self.runner.decoded(rgb, threshold, max_width=round(rgb.shape[1] * self.scale))
-        tall = b2[:, 3] - b2[:, 1] >= ZOOM_MIN_NET_PX
-        b = np.concatenate([b1 / f1, b2[tall] / f2])
-        s = np.concatenate([s1, s2[tall]])
-        keep = nms(b, s, 0.3)
-        return b[keep], s[keep]
+        _, shown, scores = self.propose(rgb, threshold)
+        return shown, scores
 
 
 class VerifiedRunner:
     """A plate runner whose proposals must also pass the verifier (redact/verify.py) at
-    ``verify``: the engine's plate path with verification on."""
+    ``verify``: the engine's plate path with verification on (the verifier judges the boxes
+    as found, the kept ones are redacted as the runner grows them)."""
 
     def __init__(self, runner: Runner, score_fn: Any, verify: float) -> None:
         self.runner, self.score_fn, self.verify = runner, score_fn, verify
 
+    def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        found, shown, scores = self.runner.propose(rgb, threshold)
+        keep = self.score_fn(rgb, found) >= self.verify
+        return found[keep], shown[keep], scores[keep]
+
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-        boxes, scores = self.runner.detect(rgb, threshold)
-        keep = self.score_fn(rgb, boxes) >= self.verify
-        return boxes[keep], scores[keep]
+        _, shown, scores = self.propose(rgb, threshold)
+        return shown, scores
 
 
 @dataclass

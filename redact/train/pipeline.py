@@ -174,13 +174,14 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
 
 def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
            verifier: tuple[Path, float] | None = None,
-           extra: Mapping[str, list[data.Scene]] | None = None, zoom_out: float = 0.0) -> dict[str, Any]:
+           extra: Mapping[str, list[data.Scene]] | None = None, zoom_out: float = 0.0,
+           union: bool = False) -> dict[str, Any]:
     """Every validation number of the model card, at ``threshold`` (with ``verifier``: the
-    verifier file and its threshold, proposals at ``threshold``; with ``zoom_out``: plus the
-    engine's zoom-out pass at that scale); ``extra`` scene sets are reported under
-    ``ood/<name>`` too."""
+    verifier file and its threshold, proposals at ``threshold``; with ``zoom_out`` and
+    ``union``: plus the engine's zoom-out pass at that scale and its union merge, see
+    evaluate.EngineRunner); ``extra`` scene sets are reported under ``ood/<name>`` too."""
     plate = evaluate.PlateRunner(onnx_path, threads)
-    runner: evaluate.Runner = evaluate.ZoomRunner(plate, zoom_out) if zoom_out else plate
+    runner: evaluate.Runner = evaluate.EngineRunner(plate, zoom_out, union) if zoom_out or union else plate
     if verifier is not None:
         from redact.verify import PlateVerifier
 
@@ -188,7 +189,7 @@ def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: 
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     train_f, val_f = data.time_split(frames)
     res: dict[str, Any] = {"threshold": threshold, **({"verify": verifier[1]} if verifier else {}),
-                           **({"zoom_out": zoom_out} if zoom_out else {})}
+                           **({"zoom_out": zoom_out} if zoom_out else {}), **({"merge": "union"} if union else {})}
     t0 = time.time()
     res["dashcam_train"] = evaluate.evaluate_scenes(runner, real_scenes(train_f), threshold).as_dict()
     res["dashcam_val"] = evaluate.evaluate_scenes(runner, real_scenes(val_f), threshold).as_dict()
