@@ -14,8 +14,13 @@ data key already makes every frame unreadable, including copies in backups
 ``track.*`` and ``session.json`` stay: they hold no pixels, and they are what lets an operator
 answer "which frames, when, where" later (disclosure requests, leak reports).
 
-Each purge appends a ``purge`` record (what, when, who, the deleted files' sha256) to the
-session's published audit chain and the index.
+Raw frames that a queued unblur request needs are held back: an unblur re-renders the frame
+from raw and is rejected once the raw frame is gone, so those frames (and, for an encrypted
+session, its key) wait until the request is applied (or rejected); the session's other frames
+are deleted as usual. Extra blur and take-down requests need no raw frame.
+
+Each purge appends a ``purge`` record (what, when, who, the deleted files' sha256, the frames
+held back) to the session's published audit chain and the index.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class PurgeOutcome:
     frames: int = 0
     bytes: int = 0
     crypto_shredded: bool = False
+    held: int = 0  # raw frames kept for queued unblur requests (see module doc)
     record: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +73,17 @@ def _session_end(doc: dict[str, Any], frames: list[FrameRecord]) -> datetime | N
     if frames:
         return frames[-1].time
     return parse_time(doc["created"]) if doc.get("created") else None
+
+
+def _held_by_requests(publish_dir: Path) -> dict[tuple[str, str], list[str]]:
+    """(session id, frame id) -> ids of the queued unblur requests that need its raw frame."""
+    from pipeline.requests import pending_requests, queue_records
+
+    held: dict[tuple[str, str], list[str]] = {}
+    for q in pending_requests(queue_records(publish_dir)):
+        if q.get("action") == "unblur":
+            held.setdefault((str(q.get("session_id")), str(q.get("frame_id"))), []).append(str(q["request_id"]))
+    return held
 
 
 def purge(
@@ -88,6 +105,7 @@ def purge(
     if not publish_dir.is_dir():
         raise ConfigError(f"{publish_dir}: publish folder not found")
     out: list[PurgeOutcome] = []
+    held_for = _held_by_requests(publish_dir)
     for path in iter_sessions(sessions_root):
         try:
             reader = SessionReader(path)
@@ -124,9 +142,19 @@ def purge(
             oc.reason = (f"{len(uncovered)} raw frame(s) not covered by the publication (failed or new, "
                          f"e.g. {uncovered[0].frame_id}): run the job again first")
             continue
+        held = [r for r in remaining if (sid, r.frame_id) in held_for]
+        if held:
+            ids = sorted({i for r in held for i in held_for[(sid, r.frame_id)]})
+            oc.held = len(held)
+            oc.reason = (f"{len(held)} raw frame(s) held for queued unblur request(s) {', '.join(ids)}: "
+                         f"streetveil request apply {publish_dir / sid}, then purge again")
+            remaining = [r for r in remaining if (sid, r.frame_id) not in held_for]
+            if not remaining:
+                continue
         oc.frames = len(remaining)
         oc.bytes = sum((path / r.file).stat().st_size for r in remaining)
-        oc.crypto_shredded = reader.encrypted and key_present
+        # The held frames still need the key to be read.
+        oc.crypto_shredded = reader.encrypted and key_present and not held
         if dry_run:
             oc.action = "would-purge"
             continue
@@ -144,7 +172,12 @@ def purge(
             "note": ("session.key destroyed: the data key existed only wrapped in it, so every frame of "
                      "this session is unreadable for good, backups included (crypto-shredding); frame "
                      "files deleted too" if oc.crypto_shredded else "raw frame files deleted")
-                    + "; frames.jsonl, track and session.json kept (no pixels)",
+                    + "; frames.jsonl, track and session.json kept (no pixels)"
+                    + (f"; {len(held)} raw frame(s) held for queued unblur requests until they are applied"
+                       + (", session.key with them" if reader.encrypted and key_present else "")
+                       if held else ""),
+            **({"held_for_requests": [{"frame_id": r.frame_id, "request_ids": held_for[(sid, r.frame_id)]}
+                                      for r in held]} if held else {}),
         }
         append_session_records(publish_dir, sid, [oc.record])
         log.info("purged %s: %d frames, %d bytes", sid, oc.frames, oc.bytes)

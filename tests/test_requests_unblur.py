@@ -322,3 +322,62 @@ def test_an_unblurred_frame_still_gives_its_neighbours_their_carried_boxes_after
     _nightly_rerun(raw, pub)
     assert _manifest_images(sdir) == images
     _verify_ok(pub)
+
+
+def test_purge_holds_the_raw_frame_a_queued_unblur_needs(tree: tuple[Path, Path, Path]) -> None:
+    """An unblur is rejected once the raw frame is gone: the retention purge deletes the
+    session's other raw frames and holds that one until the request is applied; the next
+    purge deletes it."""
+    pub, sdir, raw = tree
+    _, area, _ = _sign_and_area(sdir)
+    r = run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, area)),
+                "--reason", "road sign")
+    assert r.returncode == 0, r.stderr
+    rid = audit.read_records(pub / ".governance" / "requests.jsonl")[-1]["request_id"]
+    n = len(list((raw / "frames").iterdir()))
+    r = run_cli("purge", str(raw.parent), "--raw-older-than", "1h", "--publish-dir", str(pub))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"purged {raw.name}: {n - 1} raw frames" in r.stdout and f"held for queued unblur request(s) {rid}" in r.stdout
+    assert [p.name for p in (raw / "frames").iterdir()] == [f"{FID}.jpg"]
+    rec = _chain(sdir)[-1]
+    assert rec["type"] == "purge" and rec["frames_deleted"] == n - 1
+    assert rec["held_for_requests"] == [{"frame_id": FID, "request_ids": [rid]}]
+    img = sdir / "images" / f"{FID}.jpg"
+    before = img.read_bytes()
+    r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(raw.parent))
+    assert r.returncode == 0 and "applied" in r.stdout, r.stdout + r.stderr
+    assert img.read_bytes() != before
+    r = run_cli("purge", str(raw.parent), "--raw-older-than", "1h", "--publish-dir", str(pub))
+    assert r.returncode == 0 and f"purged {raw.name}: 1 raw frames" in r.stdout, r.stdout
+    assert list((raw / "frames").iterdir()) == []
+    _verify_ok(pub)
+
+
+def test_purge_of_an_encrypted_session_keeps_its_key_while_a_frame_is_held(tmp_path: Path) -> None:
+    """Crypto-shredding makes every frame of the session unreadable: with a frame held for an
+    unblur the key stays (the other frames' files go); once it is applied, the next purge
+    destroys the key."""
+    from test_purge import _publish
+
+    from capture.crypto import KEY_FILE, generate_keypair, load_public_key
+    from pipeline.sample import make_sample_session
+
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub.pem")
+    root, pub = tmp_path / "sessions", tmp_path / "pub"
+    sess = make_sample_session(root, frames=5, recipient_public_key=load_public_key(tmp_path / "k.pub.pem"))
+    _publish(root, pub, env_key=tmp_path / "k.pem")
+    sdir = pub / sess.name
+    _, area, _ = _sign_and_area(sdir)
+    assert run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, area)),
+                   "--reason", "road sign").returncode == 0
+    r = run_cli("purge", str(root), "--raw-older-than", "1h", "--publish-dir", str(pub))
+    assert r.returncode == 0 and "purged" in r.stdout and "crypto-shredding" not in r.stdout, r.stdout
+    assert (sess / KEY_FILE).exists() and len(list((sess / "frames").iterdir())) == 1
+    assert not _chain(sdir)[-1]["crypto_shredded"]
+    env = {"STREETVEIL_NIGHTLY__DECRYPT__PRIVATE_KEY": str(tmp_path / "k.pem")}
+    r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(root), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cli("purge", str(root), "--raw-older-than", "1h", "--publish-dir", str(pub))
+    assert r.returncode == 0 and "session key (crypto-shredding)" in r.stdout, r.stdout
+    assert not (sess / KEY_FILE).exists() and _chain(sdir)[-1]["crypto_shredded"]
+    _verify_ok(pub)

@@ -154,7 +154,8 @@ def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, 
         else:
             what = f"{o.frames} raw frames, {o.bytes / 1e6:.1f} MB" + (", session key (crypto-shredding)"
                                                                        if o.crypto_shredded else "")
-            click.echo(f"{'would purge' if dry_run else 'purged'} {o.session_id}: {what}")
+            click.echo(f"{'would purge' if dry_run else 'purged'} {o.session_id}: {what}"
+                       + (f"; {o.reason}" if o.held else ""))
     done = [o for o in outcomes if o.action in ("purged", "would-purge")]
     click.echo(f"{len(done)} of {len(outcomes)} session(s) {'would be ' if dry_run else ''}purged")
     errors = [o for o in outcomes if o.action == "error"]
