@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from redact.centernet import (
+    UNION_MIN_NET_PX,
     CenterNetDetector,
     ClassHead,
     Maps,
@@ -92,7 +93,8 @@ def describe(det: Detector) -> dict[str, Any]:
         **({"zoom_out": z} if (z := {h.name: h.zoom_out for h in getattr(det, "heads", ()) if h.zoom_out > 0})
            else {}),
         # Classes whose overlapping candidates merge to their union (ClassHead.union).
-        **({"merge": m} if (m := {h.name: "union" for h in getattr(det, "heads", ()) if h.union}) else {}),
+        **({"merge": m} if (m := {h.name: f"union>={UNION_MIN_NET_PX:g}px" for h in getattr(det, "heads", ())
+                                  if h.union}) else {}),
     }
 
 

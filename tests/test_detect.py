@@ -595,15 +595,19 @@ def test_zoom_out_windows_map_back_to_source_pixels_and_run_only_when_read() -> 
 
 
 def test_union_merge_redacts_what_the_suppressed_boxes_covered_and_verifies_the_found_box() -> None:
-    """ClassHead.union: one box per object as with NMS, grown to the union of the boxes it
-    suppressed (a close plate's top line found best, the whole plate less well); the
-    verifier still judges the box as found, and a vetoed candidate is reported grown too."""
-    from redact.centernet import CenterNetDetector, ClassHead, Refine
+    """ClassHead.union: one box per object as with NMS, a box of UNION_MIN_NET_PX or more
+    grown to the union of the boxes it suppressed (a close plate's top line found best, the
+    whole plate less well); smaller ones as found; the verifier still judges the box as
+    found, and a vetoed candidate is reported grown too."""
+    from redact.centernet import UNION_MIN_NET_PX, CenterNetDetector, ClassHead, Refine
     from redact.tiling import PlanParams
 
-    rgb = np.zeros((720, 1280, 3), np.uint8)
-    top, whole, apart = (96.0, 64.0, 224.0, 96.0), (96.0, 64.0, 224.0, 128.0), (600.0, 300.0, 664.0, 332.0)
-    net = _FakeNet(top, whole, apart, scores=(0.9, 0.6, 0.7))
+    rgb = np.zeros((720, 1280, 3), np.uint8)  # the whole-frame pass at native scale
+    top, whole = (96.0, 64.0, 352.0, 128.0), (96.0, 64.0, 352.0, 192.0)  # 64 and 128 px tall
+    far, far_whole = (700.0, 400.0, 764.0, 416.0), (700.0, 400.0, 764.0, 432.0)  # 16 and 32 px
+    apart = (600.0, 300.0, 664.0, 332.0)
+    assert 64 >= UNION_MIN_NET_PX > 16
+    net = _FakeNet(top, whole, apart, far, far_whole, scores=(0.9, 0.6, 0.7, 0.8, 0.55))
 
     def run(head: ClassHead, verifier: Any = None) -> tuple[Any, Any]:
         return CenterNetDetector(net, (head,), PlanParams(), name="fake", version="1", weights_sha256="0",
@@ -613,19 +617,19 @@ def test_union_merge_redacts_what_the_suppressed_boxes_covered_and_verifies_the_
         return sorted(np.round(d.xyxy).tolist())
 
     plain, _ = run(ClassHead("plate", 0.5))
-    assert rows(plain) == [list(top), list(apart)]
+    assert rows(plain) == sorted([list(top), list(apart), list(far)])
     merged, _ = run(ClassHead("plate", 0.5, union=True))
-    assert rows(merged) == [list(whole), list(apart)]  # the union of top and whole is whole
-    assert sorted(merged.score.tolist()) == pytest.approx([0.7, 0.9])
+    assert rows(merged) == sorted([list(whole), list(apart), list(far)])  # top + whole = whole
+    assert sorted(merged.score.tolist()) == pytest.approx([0.7, 0.8, 0.9])
     judged: list[list[list[float]]] = []
 
     def verifier(_: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         judged.append(np.round(boxes).tolist())
-        return (boxes[:, 0] > 500).astype(np.float32)  # keeps the lone box, vetoes the plate
+        return (boxes[:, 0] > 500).astype(np.float32)  # keeps the other boxes, vetoes the plate
 
     kept, vetoed = run(ClassHead("plate", 0.5, verify=0.5, unverified=0.5, union=True), verifier)
-    assert sorted(judged[0]) == [list(top), list(apart)]
-    assert rows(kept) == [list(apart)] and rows(vetoed) == [list(whole)]
+    assert sorted(judged[0]) == sorted([list(top), list(apart), list(far)])
+    assert rows(kept) == sorted([list(apart), list(far)]) and rows(vetoed) == [list(whole)]
     with pytest.raises(ValueError, match="union"):
         ClassHead("face", 0.5, refine=Refine(), union=True)
 
@@ -670,6 +674,6 @@ def test_plate_merge_enters_keys_only_where_it_changes_the_boxes() -> None:
     assert key(plate_backend="none") == key(plate_backend="none", plate_merge="nms")
     union, plain = (Redactor(RedactConfig.model_validate({"detector": {"plate_merge": m}}), threads=1).info
                     for m in ("union", "nms"))
-    assert union["detectors"][0]["merge"] == {"plate": "union"} and "merge" not in plain["detectors"][0]
+    assert union["detectors"][0]["merge"] == {"plate": "union>=48px"} and "merge" not in plain["detectors"][0]
     assert detection_key(union, "plate") != detection_key(plain, "plate")
     assert detection_key(union, "face") == detection_key(plain, "face")

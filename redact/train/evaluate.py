@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from redact.boxes import decode_centernet, intersection_matrix, iou_matrix, nms, nms_union
-from redact.centernet import ZOOM_MIN_NET_PX
+from redact.centernet import ZOOM_MIN_NET_PX, union_rows
 from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
 
@@ -86,7 +86,8 @@ class EngineRunner:
     """A plate runner plus what the engine adds for the streetveil plate head, in the engine's
     order (redact/centernet.py): the zoom-out pass at ``zoom_out`` (0 = none; its boxes under
     ZOOM_MIN_NET_PX network pixels dropped), one NMS (IoU 0.3) over both passes, with
-    ``union`` each kept box grown to the union of the boxes it suppressed (ClassHead.union).
+    ``union`` each kept box of UNION_MIN_NET_PX or more grown to the union of the boxes it
+    suppressed (ClassHead.union).
     Like the engine for frames whose whole-frame pass runs at native scale (long side <=
     1280: the shared dashcam sets)."""
 
@@ -103,7 +104,9 @@ class EngineRunner:
             tall = b2[:, 3] - b2[:, 1] >= ZOOM_MIN_NET_PX
             b, s = np.concatenate([b, b2[tall] / f2]), np.concatenate([s, s2[tall]])
         keep, grown = nms_union(b, s, 0.3)
-        return b[keep], grown if self.union else b[keep], s[keep]
+        b, s = b[keep], s[keep]
+        # The whole-frame pass runs at native scale here (see the class doc).
+        return b, np.where(union_rows(b, 1.0)[:, None], grown, b) if self.union else b, s
 
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         _, shown, scores = self.propose(rgb, threshold)
