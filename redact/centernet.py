@@ -288,10 +288,10 @@ class CenterNetDetector:
             xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h)
             ok = (xyxy[:, 2] - xyxy[:, 0] >= 1) & (xyxy[:, 3] - xyxy[:, 1] >= 1)
             xyxy, score = xyxy[ok], score[ok]
-            keep, grown = nms_union(xyxy, score, NMS_IOU)  # keep: the same as nms()
+            # keep: the same either way; shown: what is redacted (a verifier judges xyxy, as found).
+            keep, grown = nms_union(xyxy, score, NMS_IOU) if hd.union else (nms(xyxy, score, NMS_IOU), None)
             xyxy, score = xyxy[keep], score[keep]
-            # What is redacted: the verifier still judges the box as found.
-            shown = np.where(union_rows(xyxy, whole.scale)[:, None], grown, xyxy) if hd.union else xyxy
+            shown = xyxy if grown is None else np.where(union_rows(xyxy, whole.scale)[:, None], grown, xyxy)
             if hd.refine is not None and reduced:
                 xyxy, score = self._refine(rgb, xyxy, score, hd)
                 keep = nms(xyxy, score, NMS_IOU)
