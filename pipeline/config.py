@@ -64,6 +64,9 @@ class PublishSection(_Section):
 
 class RetentionSection(_Section):
     raw_days: float = Field(default=7.0, gt=0, le=3650)
+    # A queued unblur request holds its frame's raw file (and an encrypted session's key) past
+    # raw_days until it is applied, for at most this long after it was filed.
+    unblur_hold_days: float = Field(default=14.0, ge=0, le=365)
     # Where the nightly job publishes (purge deletes raw frames only of sessions whose
     # publication there verifies); `streetveil purge --publish-dir` overrides it.
     publish_dir: Path | None = None

@@ -16,8 +16,11 @@ answer "which frames, when, where" later (disclosure requests, leak reports).
 
 Raw frames that a queued unblur request needs are held back: an unblur re-renders the frame
 from raw and is rejected once the raw frame is gone, so those frames (and, for an encrypted
-session, its key) wait until the request is applied (or rejected); the session's other frames
-are deleted as usual. Extra blur and take-down requests need no raw frame.
+session, its key, which keeps every frame of the session readable in backups meanwhile) wait
+until the request is applied or rejected, for at most ``hold`` after it was filed; the
+session's other frames are deleted as usual. Extra blur and take-down requests need no raw
+frame. The request queue must verify (its hash chain and the index's head), else nothing is
+purged: a damaged queue cannot say which frames are held.
 
 Each purge appends a ``purge`` record (what, when, who, the deleted files' sha256, the frames
 held back) to the session's published audit chain and the index.
@@ -45,11 +48,11 @@ _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_age(text: str) -> timedelta:
+def parse_age(text: str, option: str = "--raw-older-than") -> timedelta:
     """``7d``, ``36h``, ``2w``, ``90m``, ``30s`` → timedelta."""
     m = _AGE.match(text)
     if not m:
-        raise ConfigError(f"--raw-older-than {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
+        raise ConfigError(f"{option} {text!r}: expected a number and a unit (s, m, h, d, w), e.g. 7d")
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -63,6 +66,7 @@ class PurgeOutcome:
     bytes: int = 0
     crypto_shredded: bool = False
     held: int = 0  # raw frames kept for queued unblur requests (see module doc)
+    released: list[str] = field(default_factory=list)  # requests whose hold ran out: frames purged
     record: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,15 +79,35 @@ def _session_end(doc: dict[str, Any], frames: list[FrameRecord]) -> datetime | N
     return parse_time(doc["created"]) if doc.get("created") else None
 
 
-def _held_by_requests(publish_dir: Path) -> dict[tuple[str, str], list[str]]:
-    """(session id, frame id) -> ids of the queued unblur requests that need its raw frame."""
-    from pipeline.requests import pending_requests, queue_records
+# How long a queued unblur request holds its raw frame past the retention period by default.
+UNBLUR_HOLD = timedelta(days=14)
 
-    held: dict[tuple[str, str], list[str]] = {}
-    for q in pending_requests(queue_records(publish_dir)):
-        if q.get("action") == "unblur":
-            held.setdefault((str(q.get("session_id")), str(q.get("frame_id"))), []).append(str(q["request_id"]))
-    return held
+
+_Frames = dict[tuple[str, str], list[str]]
+
+
+def _held_by_requests(publish_dir: Path, now: datetime, hold: timedelta) -> tuple[_Frames, _Frames]:
+    """(session id, frame id) -> ids of the queued unblur requests that still hold its raw
+    frame (filed less than ``hold`` ago), and likewise of those filed earlier (no longer)."""
+    from pipeline.publish import publish_lock
+    from pipeline.requests import pending_requests, queue_path, queue_records, verify_governance
+
+    with publish_lock(publish_dir, "governance"):  # a consistent snapshot of the queue
+        problems = verify_governance(publish_dir)
+        if problems:
+            raise ConfigError(f"{queue_path(publish_dir)}: the request queue does not verify ({problems[0]}): "
+                              "nothing purged, since it says which raw frames queued requests still need; "
+                              "see `streetveil audit verify`")
+        pending = pending_requests(queue_records(publish_dir))
+    held: _Frames = {}
+    expired: _Frames = {}
+    for q in pending:
+        if q.get("action") != "unblur":
+            continue
+        filed = parse_time(q["time"]) if q.get("time") else None
+        into = expired if filed is not None and now - filed >= hold else held
+        into.setdefault((str(q.get("session_id")), str(q.get("frame_id"))), []).append(str(q["request_id"]))
+    return held, expired
 
 
 def purge(
@@ -93,6 +117,7 @@ def purge(
     older_than: timedelta,
     dry_run: bool = False,
     now: datetime | None = None,
+    unblur_hold: timedelta = UNBLUR_HOLD,
 ) -> list[PurgeOutcome]:
     """Delete raw frames of sessions whose verified publication covers them (see module doc)."""
     from capture.errors import CaptureError
@@ -105,7 +130,7 @@ def purge(
     if not publish_dir.is_dir():
         raise ConfigError(f"{publish_dir}: publish folder not found")
     out: list[PurgeOutcome] = []
-    held_for = _held_by_requests(publish_dir)
+    held_for, expired = _held_by_requests(publish_dir, now, unblur_hold)
     for path in iter_sessions(sessions_root):
         try:
             reader = SessionReader(path)
@@ -151,6 +176,7 @@ def purge(
             remaining = [r for r in remaining if (sid, r.frame_id) not in held_for]
             if not remaining:
                 continue
+        oc.released = sorted({i for r in remaining for i in expired.get((sid, r.frame_id), [])})
         oc.frames = len(remaining)
         oc.bytes = sum((path / r.file).stat().st_size for r in remaining)
         # The held frames still need the key to be read.
@@ -178,6 +204,7 @@ def purge(
                        if held else ""),
             **({"held_for_requests": [{"frame_id": r.frame_id, "request_ids": held_for[(sid, r.frame_id)]}
                                       for r in held]} if held else {}),
+            **({"hold_expired_for_requests": oc.released} if oc.released else {}),
         }
         append_session_records(publish_dir, sid, [oc.record])
         log.info("purged %s: %d frames, %d bytes", sid, oc.frames, oc.bytes)

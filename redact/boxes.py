@@ -43,17 +43,19 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou: float = 0.3) -> np.ndarray:
     return np.array([i for i, _ in _greedy_nms(xyxy, score, iou)], dtype=np.int64)
 
 
-def nms_union(xyxy: np.ndarray, score: np.ndarray, iou: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+def nms_union(xyxy: np.ndarray, score: np.ndarray, iou: float = 0.3,
+              grow_min: float = float("-inf")) -> tuple[np.ndarray, np.ndarray]:
     """``nms``'s kept indices, and each kept box grown to the union of itself and the boxes
-    it suppressed [K, 4].
+    it suppressed that score at least ``grow_min`` [K, 4].
 
     For redaction, where the boxes are pieces and views of one object: the best-scoring box
     of a close plate may cover only part of it while a lower-scoring one covers the rest.
     """
     b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    s = np.asarray(score, np.float32).reshape(-1)
     keep, grown = [], []
-    for i, gone in _greedy_nms(b, score, iou):
-        g = b[np.append(gone, i)]
+    for i, gone in _greedy_nms(b, s, iou):
+        g = b[np.append(gone[s[gone] >= grow_min], i)]
         keep.append(i)
         grown.append([g[:, 0].min(), g[:, 1].min(), g[:, 2].max(), g[:, 3].max()])
     return np.array(keep, dtype=np.int64), np.array(grown, np.float32).reshape(-1, 4)

@@ -289,7 +289,11 @@ class CenterNetDetector:
             ok = (xyxy[:, 2] - xyxy[:, 0] >= 1) & (xyxy[:, 3] - xyxy[:, 1] >= 1)
             xyxy, score = xyxy[ok], score[ok]
             # keep: the same either way; shown: what is redacted (a verifier judges xyxy, as found).
-            keep, grown = nms_union(xyxy, score, NMS_IOU) if hd.union else (nms(xyxy, score, NMS_IOU), None)
+            # A verified head proposes below its own threshold: only boxes the detector alone
+            # would have had (``unverified``) grow a box, so a vetoed candidate is reported as
+            # the detector alone would have blurred it.
+            keep, grown = (nms_union(xyxy, score, NMS_IOU, grow_min=hd.unverified or hd.threshold) if hd.union
+                           else (nms(xyxy, score, NMS_IOU), None))
             xyxy, score = xyxy[keep], score[keep]
             shown = xyxy if grown is None else np.where(union_rows(xyxy, whole.scale)[:, None], grown, xyxy)
             if hd.refine is not None and reduced:

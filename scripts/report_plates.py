@@ -76,11 +76,12 @@ def main() -> int:
         for s in scales:
             runner: evaluate.Runner = evaluate.EngineRunner(plate, s, a.merge == "union")
             d = evaluate.evaluate_scenes(runner, scenes, thr).as_dict()
+            cov = d.get("coverage_ge64") or {}
             rows[f"{s:.3f}"] = d
             print(f"zoom-out {s:.3f}: recall>=16 {d['recall_ge16']}  >=128 "
                   f"{d['bands'].get('>=128', {}).get('recall')}  false/scene {d['false_per_image']}  "
                   f"signs {d.get('signs_detected')}/{d.get('signs')}  covered>=64px "
-                  f"{d['coverage_ge64']['mean']} (>=95%: {d['coverage_ge64']['share_ge95']})", flush=True)
+                  f"{cov.get('mean', '-')} (>=95%: {cov.get('share_ge95', '-')})", flush=True)
         out = {"threshold": thr, "scenes": len(scenes), "merge": a.merge, "scales": rows}
     else:
         verifier = None
@@ -95,9 +96,11 @@ def main() -> int:
             assert cal is not None
             verifier = (VERIFIER_MODEL, cal.verify)
             thr = thr or cal.proposal
-        thr = thr or streetveil_plate_threshold(a.model)
+        # The detector alone's threshold: behind a verifier only its boxes grow a box (engine).
+        alone = a.threshold or streetveil_plate_threshold(a.model)
+        thr = thr or alone
         out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out,
-                              union=a.merge == "union")
+                              union=a.merge == "union", grow_min=alone if verifier else 0.0)
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:
                 cov = d.get("coverage_ge64") or {}

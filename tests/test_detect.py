@@ -632,6 +632,16 @@ def test_union_merge_redacts_what_the_suppressed_boxes_covered_and_verifies_the_
     assert rows(kept) == sorted([list(apart), list(far)]) and rows(vetoed) == [list(whole)]
     with pytest.raises(ValueError, match="union"):
         ClassHead("face", 0.5, refine=Refine(), union=True)
+    # The floor is in the whole-frame pass's network pixels: a 1920x1080 frame is seen at 2/3,
+    # where the 64 px piece is 43 px, so nothing grows; 96 px is 64 and grows.
+    big = np.zeros((1080, 1920, 3), np.uint8)
+    for box_h, grows in ((64.0, False), (96.0, True)):
+        piece, whole_ = (96.0, 96.0, 480.0, 96.0 + box_h), (96.0, 96.0, 480.0, 96.0 + 2 * box_h)
+        # The fake net puts its peaks at these network pixels: map them to source pixels.
+        net = _FakeNet(*(tuple(v * 2 / 3 for v in b) for b in (piece, whole_)), scores=(0.9, 0.6))
+        got = CenterNetDetector(net, (ClassHead("plate", 0.5, union=True),), PlanParams(), name="fake",
+                                version="1", weights_sha256="0")(big).of("plate").xyxy
+        assert np.allclose(got, [whole_ if grows else piece], atol=1.0), (box_h, got)
 
 
 def test_plate_zoom_out_enters_keys_only_where_it_detects_something_else() -> None:

@@ -60,6 +60,9 @@ def test_nms_union_keeps_what_nms_keeps_grown_by_what_each_kept_box_suppressed()
     assert (grown[:, :2] <= boxes[keep, :2]).all() and (grown[:, 2:] >= boxes[keep, 2:]).all()
     keep, grown = nms_union(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
     assert keep.shape == (0,) and grown.shape == (0, 4)
+    # Only suppressed boxes scoring grow_min or more grow a box (a verifier's low proposals).
+    keep, grown = nms_union(boxes, scores, 0.3, grow_min=0.7)
+    assert keep.tolist() == [0, 2, 3] and grown[0].tolist() == [0, 0, 100, 20]
 
 @pytest.mark.parametrize(
     ("box", "f", "out"),

@@ -342,6 +342,10 @@ def test_purge_holds_the_raw_frame_a_queued_unblur_needs(tree: tuple[Path, Path,
     rec = _chain(sdir)[-1]
     assert rec["type"] == "purge" and rec["frames_deleted"] == n - 1
     assert rec["held_for_requests"] == [{"frame_id": FID, "request_ids": [rid]}]
+    # Only the held frame left: the session is kept, nothing is recorded.
+    r = run_cli("purge", str(raw.parent), "--raw-older-than", "1h", "--publish-dir", str(pub))
+    assert r.returncode == 0 and f"kept    {raw.name}: 1 raw frame(s) held for queued unblur" in r.stdout, r.stdout
+    assert _chain(sdir)[-1] == rec
     img = sdir / "images" / f"{FID}.jpg"
     before = img.read_bytes()
     r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(raw.parent))
@@ -380,4 +384,35 @@ def test_purge_of_an_encrypted_session_keeps_its_key_while_a_frame_is_held(tmp_p
     r = run_cli("purge", str(root), "--raw-older-than", "1h", "--publish-dir", str(pub))
     assert r.returncode == 0 and "session key (crypto-shredding)" in r.stdout, r.stdout
     assert not (sess / KEY_FILE).exists() and _chain(sdir)[-1]["crypto_shredded"]
+    _verify_ok(pub)
+
+
+def test_an_unblur_holds_its_frame_for_a_bounded_time_and_only_on_a_sound_queue(
+        tree: tuple[Path, Path, Path]) -> None:
+    """A hold is bounded (an encrypted session's key would keep every frame readable in
+    backups): past --unblur-hold the frame is purged, the purge names the request and apply
+    rejects it. A request queue that does not verify stops the purge before it deletes."""
+    pub, sdir, raw = tree
+    _, area, _ = _sign_and_area(sdir)
+    assert run_cli("request", "add", str(sdir), "--frame", FID, "--unblur", ",".join(map(str, area)),
+                   "--reason", "road sign").returncode == 0
+    rid = audit.read_records(pub / ".governance" / "requests.jsonl")[-1]["request_id"]
+    n = len(list((raw / "frames").iterdir()))
+    r = run_cli("purge", str(raw.parent), "--raw-older-than", "1h", "--publish-dir", str(pub), "--dry-run")
+    assert r.returncode == 0 and f"would purge {raw.name}: {n - 1} raw frames" in r.stdout and rid in r.stdout
+    assert len(list((raw / "frames").iterdir())) == n
+    # A damaged queue: nothing is deleted, the error names the file.
+    q = pub / ".governance" / "requests.jsonl"
+    good = q.read_bytes()
+    q.write_bytes(good.replace(b'"unblur"', b'"blur"', 1))
+    r = run_cli("purge", str(raw.parent), "--raw-older-than", "1h", "--publish-dir", str(pub))
+    assert r.returncode != 0 and "requests.jsonl" in r.stderr and "does not verify" in r.stderr, r.stderr
+    assert len(list((raw / "frames").iterdir())) == n
+    q.write_bytes(good)
+    r = run_cli("purge", str(raw.parent), "--raw-older-than", "1h", "--publish-dir", str(pub), "--unblur-hold", "0s")
+    assert r.returncode == 0 and f"purged {raw.name}: {n} raw frames" in r.stdout, r.stdout
+    assert f"queued unblur request(s) {rid} held their frames" in r.stdout
+    assert _chain(sdir)[-1]["hold_expired_for_requests"] == [rid]
+    r = run_cli("request", "apply", str(sdir), "--config", NIGHTLY, "--sessions-root", str(raw.parent))
+    assert r.returncode == 1 and "raw frame was deleted" in r.stdout, r.stdout
     _verify_ok(pub)

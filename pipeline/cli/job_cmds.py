@@ -131,8 +131,10 @@ def audit_verify(directory: Path) -> None:
               help="Where the sessions were published (default: [retention] publish_dir).")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), help="Nightly job config (TOML).")
 @click.option("--dry-run", is_flag=True, help="Only say what would be deleted.")
+@click.option("--unblur-hold", help="How long after it was filed a queued unblur request holds its raw "
+              "frame, e.g. 14d (default: [retention] unblur_hold_days).")
 def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, config: Path | None,
-              dry_run: bool) -> None:
+              dry_run: bool, unblur_hold: str | None) -> None:
     """Delete the raw frames of sessions older than the retention period whose publication
     verifies and covers every frame (encrypted sessions: destroy session.key too). Each purge
     is an audit record in the session's published chain."""
@@ -147,7 +149,8 @@ def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, 
     if pub is None:
         raise ConfigError("purge needs the publish folder to verify publications first: "
                           "--publish-dir DIR or [retention] publish_dir")
-    outcomes = purge(sessions_root, Path(pub), older_than=age, dry_run=dry_run)
+    hold = parse_age(unblur_hold, "--unblur-hold") if unblur_hold else timedelta(days=cfg.retention.unblur_hold_days)
+    outcomes = purge(sessions_root, Path(pub), older_than=age, dry_run=dry_run, unblur_hold=hold)
     for o in outcomes:
         if o.action in ("kept", "error"):
             click.echo(f"{o.action:7} {o.session_id}: {o.reason}")
@@ -155,7 +158,9 @@ def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, 
             what = f"{o.frames} raw frames, {o.bytes / 1e6:.1f} MB" + (", session key (crypto-shredding)"
                                                                        if o.crypto_shredded else "")
             click.echo(f"{'would purge' if dry_run else 'purged'} {o.session_id}: {what}"
-                       + (f"; {o.reason}" if o.held else ""))
+                       + (f"; {o.reason}" if o.held else "")
+                       + (f"; queued unblur request(s) {', '.join(o.released)} held their frames for "
+                          f"{hold} and no longer do: apply rejects them" if o.released else ""))
     done = [o for o in outcomes if o.action in ("purged", "would-purge")]
     click.echo(f"{len(done)} of {len(outcomes)} session(s) {'would be ' if dry_run else ''}purged")
     errors = [o for o in outcomes if o.action == "error"]

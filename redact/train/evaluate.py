@@ -91,10 +91,12 @@ class EngineRunner:
     Like the engine for frames whose whole-frame pass runs at native scale (long side <=
     1280: the shared dashcam sets)."""
 
-    def __init__(self, runner: PlateRunner, zoom_out: float = 0.0, union: bool = False) -> None:
+    def __init__(self, runner: PlateRunner, zoom_out: float = 0.0, union: bool = False,
+                 grow_min: float = 0.0) -> None:
         if not 0.0 <= zoom_out < 1.0:
             raise ValueError(f"zoom-out scale must be in [0, 1), got {zoom_out}")
-        self.runner, self.zoom_out, self.union = runner, zoom_out, union
+        # grow_min: behind a verifier, the detector alone's threshold (see ClassHead.unverified).
+        self.runner, self.zoom_out, self.union, self.grow_min = runner, zoom_out, union, grow_min
 
     def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         b, s, f = self.runner.decoded(rgb, threshold)
@@ -103,7 +105,12 @@ class EngineRunner:
             b2, s2, f2 = self.runner.decoded(rgb, threshold, max_width=round(rgb.shape[1] * self.zoom_out))
             tall = b2[:, 3] - b2[:, 1] >= ZOOM_MIN_NET_PX
             b, s = np.concatenate([b, b2[tall] / f2]), np.concatenate([s, s2[tall]])
-        keep, grown = nms_union(b, s, 0.3)
+        # As the engine: clipped to the image, slivers dropped, then one NMS.
+        h, w = rgb.shape[:2]
+        b = np.clip(b, 0, [w, h, w, h]).astype(np.float32)
+        ok = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
+        b, s = b[ok], s[ok]
+        keep, grown = nms_union(b, s, 0.3, grow_min=max(threshold, self.grow_min))
         b, s = b[keep], s[keep]
         # The whole-frame pass runs at native scale here (see the class doc).
         return b, np.where(union_rows(b, 1.0)[:, None], grown, b) if self.union else b, s

@@ -175,13 +175,15 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
 def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
            verifier: tuple[Path, float] | None = None,
            extra: Mapping[str, list[data.Scene]] | None = None, zoom_out: float = 0.0,
-           union: bool = False) -> dict[str, Any]:
+           union: bool = False, grow_min: float = 0.0) -> dict[str, Any]:
     """Every validation number of the model card, at ``threshold`` (with ``verifier``: the
     verifier file and its threshold, proposals at ``threshold``; with ``zoom_out`` and
-    ``union``: plus the engine's zoom-out pass at that scale and its union merge, see
-    evaluate.EngineRunner); ``extra`` scene sets are reported under ``ood/<name>`` too."""
+    ``union``: plus the engine's zoom-out pass at that scale and its union merge, growing
+    boxes only with boxes scoring ``grow_min`` or more, see evaluate.EngineRunner); ``extra``
+    scene sets are reported under ``ood/<name>`` too."""
     plate = evaluate.PlateRunner(onnx_path, threads)
-    runner: evaluate.Runner = evaluate.EngineRunner(plate, zoom_out, union) if zoom_out or union else plate
+    runner: evaluate.Runner = (evaluate.EngineRunner(plate, zoom_out, union, grow_min=grow_min)
+                               if zoom_out or union else plate)
     if verifier is not None:
         from redact.verify import PlateVerifier
 
