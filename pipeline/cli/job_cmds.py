@@ -136,8 +136,9 @@ def audit_verify(directory: Path) -> None:
 def purge_cmd(sessions_root: Path, older: str | None, publish_dir: Path | None, config: Path | None,
               dry_run: bool, unblur_hold: str | None) -> None:
     """Delete the raw frames of sessions older than the retention period whose publication
-    verifies and covers every frame (encrypted sessions: destroy session.key too). Each purge
-    is an audit record in the session's published chain."""
+    verifies and covers every frame (encrypted sessions: destroy session.key too). A frame
+    that a queued unblur request needs waits for it (--unblur-hold). Each purge is an audit
+    record in the session's published chain."""
     from datetime import timedelta
 
     from pipeline.errors import ConfigError, ItemsFailed
