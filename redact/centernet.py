@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from redact.boxes import decode_centernet, iou_matrix, nms, nms_union
+from redact.boxes import clip_boxes, decode_centernet, iou_matrix, nms, nms_union
 from redact.errors import ModelError
 from redact.tiling import STRIDE, PlanParams, Window, plan, wrap_margin
 from redact.types import Detections
@@ -284,8 +284,7 @@ class CenterNetDetector:
             score = np.concatenate([p[1] for p in parts])
             if margin:
                 xyxy, score = unwrap(xyxy, score, w)
-            xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, w)
-            xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, h)
+            xyxy = clip_boxes(xyxy, w, h)
             ok = (xyxy[:, 2] - xyxy[:, 0] >= 1) & (xyxy[:, 3] - xyxy[:, 1] >= 1)
             xyxy, score = xyxy[ok], score[ok]
             # keep: the same either way; shown: what is redacted (a verifier judges xyxy, as found).

@@ -134,13 +134,18 @@ class DetectorSection(_Section):
         packaged = self.backend == "centerface" or (self.backend == "streetveil" and self.weights is None)
         return "int8" if packaged else "fp32"
 
+    def _own_plate_head(self) -> bool:
+        """Plates come from the streetveil model's own plate head (where plate_zoom_out and
+        plate_merge apply)."""
+        return self.backend == "streetveil" and self.resolved_plate_backend() == "same"
+
     def resolved_plate_zoom_out(self) -> float:
         """``plate_zoom_out`` where it applies (the streetveil model's own plate head), else 0."""
-        return self.plate_zoom_out if self.backend == "streetveil" and self.resolved_plate_backend() == "same" else 0.0
+        return self.plate_zoom_out if self._own_plate_head() else 0.0
 
     def resolved_plate_merge(self) -> str:
         """``plate_merge`` where it applies (the streetveil model's own plate head), else nms."""
-        return self.plate_merge if self.backend == "streetveil" and self.resolved_plate_backend() == "same" else "nms"
+        return self.plate_merge if self._own_plate_head() else "nms"
 
     def resolved_plate_backend(self) -> str:
         """The plate detector actually used ("auto" resolved; see plate_backend)."""

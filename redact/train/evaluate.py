@@ -18,7 +18,14 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from redact.boxes import decode_centernet, intersection_matrix, iou_matrix, nms, nms_union
+from redact.boxes import (
+    clip_boxes,
+    decode_centernet,
+    intersection_matrix,
+    iou_matrix,
+    nms,
+    nms_union,
+)
 from redact.centernet import ZOOM_MIN_NET_PX, union_rows
 from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
@@ -107,13 +114,13 @@ class EngineRunner:
             b, s = np.concatenate([b, b2[tall] / f2]), np.concatenate([s, s2[tall]])
         # As the engine: clipped to the image, slivers dropped, then one NMS.
         h, w = rgb.shape[:2]
-        b = np.clip(b, 0, [w, h, w, h]).astype(np.float32)
+        b = clip_boxes(b, w, h)
         ok = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
         b, s = b[ok], s[ok]
         keep, grown = nms_union(b, s, 0.3, grow_min=max(threshold, self.grow_min))
         b, s = b[keep], s[keep]
         # The whole-frame pass runs at native scale here (see the class doc).
-        return b, np.where(union_rows(b, 1.0)[:, None], grown, b) if self.union else b, s
+        return b, (np.where(union_rows(b, 1.0)[:, None], grown, b) if self.union else b), s
 
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         _, shown, scores = self.propose(rgb, threshold)
