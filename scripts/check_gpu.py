@@ -6,8 +6,11 @@
 1. Agreement. On real images (faces-group-photos, faces-street-photos, plates-dashcam-ro and
    the 4K images-exif frames at 1080p) the torch runtime on ``--device`` must find the same
    confident boxes as onnxruntime fp32 on the CPU, within 0.5 px and 1e-3 in score, for both
-   backends: ``centerface`` (faces) and ``streetveil`` (faces + plates). Boxes scoring within
-   0.05 of the threshold may flip either way and are left out, as in tests/test_detect.py.
+   backends: ``centerface`` (faces) and ``streetveil`` (faces + plates, with the engine's
+   default plate passes: zoom-out and union merge), and for ``streetveil`` with the plate
+   verifier on (``plate_verify = "on"``: the verifier itself runs on onnxruntime CPU in both,
+   on the close-ups of each runtime's proposals). Boxes scoring within 0.05 of the threshold
+   may flip either way and are left out, as in tests/test_detect.py.
 2. Speed. The same Redactor steps ``streetveil redact`` runs per image (decode, detect,
    redact, encode) over ``--frames`` 1080p JPEGs (bench_redact.py's frames), in one process:
    torch on the device, onnxruntime fp32 and the default precision on all CPU cores; frames/s
@@ -100,13 +103,15 @@ def agreement(
     images: list[tuple[str, np.ndarray]],
     device: str,
     threads: int,
-    backends: tuple[str, ...] = ("centerface", "streetveil"),
+    backends: tuple[str, ...] = ("centerface", "streetveil", "streetveil verified"),
     tf32: bool = False,
 ) -> dict[str, Any]:
     label = " (tf32)" if tf32 else ""
     res: dict[str, Any] = {}
     for backend in backends:
-        base: dict[str, Any] = {"backend": backend, "face_threshold": 0.3}
+        base: dict[str, Any] = {"backend": backend.split()[0], "face_threshold": 0.3}
+        if backend.endswith(" verified"):
+            base["plate_verify"] = "on"
         ref = build_detectors(
             DetectorSection.model_validate({**base, "precision": "fp32"}), threads
         )
@@ -176,6 +181,9 @@ def speed(
             "detect_ms": round(1000 * t_det / len(data), 1),
             "precision": r.info["precision"],
             "runtime": r.info["runtime"],
+            # The plate passes in effect (zoom-out, merge, verifier), as the run record says.
+            "plate": {k: d[k]["plate"] for d in r.info["detectors"]
+                      for k in ("zoom_out", "merge", "verify") if "plate" in d.get(k, {})},
         }
         row["tf32"] = tf32
         out[label] = row
@@ -214,6 +222,11 @@ def main() -> int:
         frames = make_frames(Path(tmp), a.frames)
         setups = {
             f"streetveil torch {a.device}": {"runtime": "torch", "device": a.device},
+            f"streetveil verified torch {a.device}": {
+                "runtime": "torch",
+                "device": a.device,
+                "plate_verify": "on",
+            },
             "streetveil onnxruntime fp32 cpu": {"precision": "fp32"},
             "streetveil onnxruntime default cpu": {},
             f"centerface torch {a.device}": {

@@ -609,6 +609,29 @@ def test_zoom_out_windows_map_back_to_source_pixels_and_run_only_when_read() -> 
         ClassHead("plate", 0.5, zoom_out=1.0)
 
 
+def test_zoom_out_pixels_come_from_the_whole_frame_pass(shared: Path) -> None:
+    """The zoom-out pass shrinks the whole-frame pass's pixels rather than the source (less
+    work for large frames): the same size, the same picture within a grey level on average,
+    exactly the same where the whole-frame pass is unscaled; other windows are untouched."""
+    from redact.centernet import pass_pixels, window_pixels
+    from redact.tiling import Window
+
+    src = _rgb(next(iter(sorted((shared / "plates-dashcam-ro" / "images").rglob("*.jpg")))))
+    for w, h in ((1280, 720), (1920, 1080)):
+        frame = np.ascontiguousarray(cv2.resize(src, (w, h), interpolation=cv2.INTER_LINEAR))
+        whole = Window(0, 0, w, h, min(1.0, 1280 / w))
+        whole_px = window_pixels(frame, whole)
+        zoom = Window(0, 0, w, h, whole.scale / 3)
+        got, direct = pass_pixels(frame, zoom, whole, whole_px), window_pixels(frame, zoom)
+        assert got.shape == direct.shape == (*zoom.net_size, 3)
+        diff = np.abs(got.astype(np.int16) - direct.astype(np.int16))
+        assert diff.mean() < 1.0, (w, diff.mean())
+        assert (diff.max() == 0) == (whole.scale == 1.0), (w, diff.max())
+        assert pass_pixels(frame, whole, whole, whole_px) is whole_px
+        tile = Window(0, 0, w // 2, h, 1.0)
+        assert np.array_equal(pass_pixels(frame, tile, whole, whole_px), window_pixels(frame, tile))
+
+
 def test_union_merge_redacts_what_the_suppressed_boxes_covered_and_verifies_the_found_box() -> None:
     """ClassHead.union: one box per object as with NMS, a box of UNION_MIN_NET_PX or more
     grown to the union of the boxes it suppressed (a close plate's top line found best, the
