@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check and time the torch runtime on a GPU against onnxruntime on the CPU.
 
-    python scripts/check_gpu.py [--device cuda] [--frames 48] [--json result.json]
+    python scripts/check_gpu.py [--device cuda] [--frames 48] [--batch-frames 96] [--json result.json]
 
 1. Agreement. On real images (faces-group-photos, faces-street-photos, plates-dashcam-ro and
    the 4K images-exif frames at 1080p) the torch runtime on ``--device`` must find the same
@@ -16,7 +16,13 @@
    torch on the device, onnxruntime fp32 and the default precision on all CPU cores; frames/s
    after one warm-up frame, and the detection step alone.
 
-Exit 1 when any box disagrees. Needs the ``gpu`` extra (torch) and a CUDA device; on a
+3. Batch. ``streetveil redact``'s batch loop (``pipeline.redact_files``) over the same
+   frames with 1, 2, 4 and 8 images in flight sharing the device (threads sharing one
+   Redactor; ``GPU_IMAGES_AT_ONCE`` is what it uses) and, for comparison, onnxruntime with
+   the CPU layout it picks (one single-threaded image per core): frames/s, and whether every
+   image's detections equal those of one image at a time.
+
+Exit 1 when any box disagrees or the batch loop's detections depend on the images in flight. Needs the ``gpu`` extra (torch) and a CUDA device; on a
 CPU-only machine ``--device cpu`` runs the same comparison (slowly).
 """
 
@@ -191,10 +197,34 @@ def speed(
     return out
 
 
+def batch(src: Path, setups: dict[str, tuple[dict[str, Any], int, tuple[int, ...]]]) -> dict[str, Any]:
+    """frames/s of redact_files per (setup, images in flight); ``same``: detections equal to
+    the setup's first row, image by image."""
+    from pipeline.redact_files import collect_inputs, redact_files
+
+    jobs = collect_inputs([src])
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (det, per_inference, counts) in setups.items():
+            r = Redactor(RedactConfig(detector=DetectorSection.model_validate(det)), threads=per_inference)
+            redact_files(r, jobs[:4], Path(tmp) / "warm", workers=max(counts))  # warm-up
+            first = None
+            for k in counts:
+                summary, records = redact_files(r, jobs, Path(tmp) / f"{label}-{k}", workers=k)
+                dets = [rec["detections"] for rec in records]
+                row = {"images": summary.images, "failed": summary.failed, "frames_per_s": round(summary.fps, 2),
+                       "same": True if first is None else dets == first}
+                first = dets if first is None else first
+                out[f"{label} x{k}"] = row
+                print(f"batch {label} x{k}: {row}", flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--device", default="cuda")
     p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--batch-frames", type=int, default=96, help="frames for the batch loop")
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for onnxruntime"
     )
@@ -236,6 +266,13 @@ def main() -> int:
             },
         }
         res["speed"] = speed(frames, setups, a.threads)
+        torch_det = setups[f"streetveil torch {a.device}"]
+        res["batch"] = batch(frames[0].parent if a.batch_frames <= a.frames else
+                             make_frames(Path(tmp) / "batch", a.batch_frames)[0].parent, {
+            f"streetveil torch {a.device}": (torch_det, a.threads, (1, 2, 4, 8)),
+            f"streetveil verified torch {a.device}": ({**torch_det, "plate_verify": "on"}, a.threads, (1, 4)),
+            "streetveil onnxruntime default cpu": ({}, 1, (a.threads,)),
+        })
         if a.device.startswith("cuda"):
             # What the engine's TF32-off costs and saves: the same runs with cuDNN's default
             # TF32 turned back on after each build. Informational; not part of the verdict.
@@ -252,6 +289,9 @@ def main() -> int:
         a.json.write_text(json.dumps(res, indent=1))
     ok = all(v["ok"] for v in res["agreement"].values())
     print("agreement:", "OK" if ok else "FAILED")
+    same = all(v["same"] and not v["failed"] for v in res["batch"].values())
+    print("batch detections independent of images in flight:", "OK" if same else "FAILED")
+    ok = ok and same
     return 0 if ok else 1
 
 

@@ -31,7 +31,27 @@ def test_batch_output_is_the_same_with_concurrent_workers(shared: Path, tmp_path
     assert outs[1] == outs[3] and len(outs[1]) == 4 and "broken.jpg" not in outs[1]
     assert thread_layout(0, "onnxruntime", "cpu", 4) == (1, 4)
     assert thread_layout(3, "onnxruntime", "cpu", None) == (1, 3)
-    assert thread_layout(0, "torch", "cuda", 8) == (8, 1)
+    assert thread_layout(0, "torch", "cuda", 8) == (8, 4)  # GPU_IMAGES_AT_ONCE share one GPU
+    assert thread_layout(0, "torch", "cuda", 2) == (2, 2)
+    assert thread_layout(0, "torch", "cpu", 4) == (1, 4)
+
+
+def test_torch_runtime_shares_one_net_between_images_in_flight(shared: Path, tmp_path: Path) -> None:
+    """The torch runtime with several images at once (as on a GPU, GPU_IMAGES_AT_ONCE; here
+    on the CPU, the only device CI has): one module called from several threads gives the
+    same files as one image at a time."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in sorted((shared / "plates-dashcam-ro" / "images").rglob("*.jpg"))[::60][:4]:
+        (src / n.name).write_bytes(n.read_bytes())
+    jobs = collect_inputs([src])
+    r = Redactor(RedactConfig(detector=DetectorSection(runtime="torch", device="cpu")), threads=1)
+    outs = {}
+    for workers in (1, 4):
+        summary, _ = redact_files(r, jobs, tmp_path / f"out{workers}", workers=workers)
+        assert (summary.images, summary.failed) == (4, 0) and summary.plates > 0
+        outs[workers] = {p.name: p.read_bytes() for p in (tmp_path / f"out{workers}" / "in").iterdir()}
+    assert outs[1] == outs[4] and len(outs[1]) == 4
 
 
 def test_batch_fails_only_the_image_an_unexpected_error_hits(shared: Path, tmp_path: Path,
