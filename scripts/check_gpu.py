@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check and time the torch runtime on a GPU against onnxruntime on the CPU.
 
-    python scripts/check_gpu.py [--device cuda] [--frames 48] [--batch-frames 96] [--json result.json]
+    python scripts/check_gpu.py [--device cuda] [--frames 48] [--batch-frames 96]
+                                [--nightly-frames 96] [--json result.json]
 
 1. Agreement. On real images (faces-group-photos, faces-street-photos, plates-dashcam-ro and
    the 4K images-exif frames at 1080p) the torch runtime on ``--device`` must find the same
@@ -22,6 +23,13 @@
    the CPU layout it picks (one single-threaded image per core): frames/s, and whether every
    image's detections equal those of one image at a time.
 
+4. Nightly (``--nightly-frames N``, 0 skips it). The nightly job (``pipeline.job.run_job``)
+   on its own LocalCluster of the default shape (one worker per two cores) over a synthetic
+   1920x1080 session of N frames (``pipeline.sample``), onnxruntime on the CPU (the default)
+   against the torch runtime on ``--device``: two warm-up runs on a 16-frame session, then
+   ``--nightly-runs`` timed runs from an empty publish folder (wall s each; the first timed
+   run on the device has been slow, while the workers' other threads set up).
+
 Exit 1 when any box disagrees or the batch loop's detections depend on the images in flight. Needs the ``gpu`` extra (torch) and a CUDA device; on a
 CPU-only machine ``--device cpu`` runs the same comparison (slowly).
 """
@@ -32,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -220,11 +229,54 @@ def batch(src: Path, setups: dict[str, tuple[dict[str, Any], int, tuple[int, ...
     return out
 
 
+def nightly(device: str, frames: int, runs: int) -> dict[str, Any]:
+    """Wall seconds of the nightly job per run, CPU default against torch on ``device``."""
+    from pipeline.config import NightlyConfig, load_config
+    from pipeline.job import DaskExecutor, JobOptions, dask_client, default_cluster_shape, run_job
+    from pipeline.sample import make_sample_session
+
+    cfg0 = load_config(ROOT / "configs" / "nightly.toml", NightlyConfig, kind="nightly")
+
+    def with_detector(**kw: Any) -> Any:
+        det = cfg0.redact.detector.model_copy(update=kw)
+        return cfg0.model_copy(update={"redact": cfg0.redact.model_copy(update={"detector": det})})
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        session = make_sample_session(tmp / "s", frames=frames, width=1920, height=1080)
+        warm = make_sample_session(tmp / "w", frames=16, session_id="warmup", width=1920, height=1080)
+        n, t = default_cluster_shape(0, 0)
+        k = 0
+        for label, cfg in (("onnxruntime cpu (default)", with_detector()),
+                           (f"torch {device}", with_detector(runtime="torch", device=device))):
+            with dask_client(None, workers=n, threads=t) as client:
+                client.wait_for_workers(n)
+                walls = []
+                for i in range(2 + runs):
+                    k += 1
+                    opts = JobOptions(sessions=(str(warm if i < 2 else session),), out=str(tmp / f"out{k}"),
+                                      config=cfg, progress=False)
+                    t0 = time.perf_counter()
+                    summary = run_job(opts, DaskExecutor(client, retries=0))
+                    if i >= 2:
+                        walls.append(round(time.perf_counter() - t0, 2))
+                s0 = summary.sessions[0]
+                row = {"workers": n, "threads": t, "frames": frames, "wall_s": walls,
+                       "frames_per_s_median": round(frames / statistics.median(walls), 2),
+                       "published": s0.published, "failed": s0.failed}
+                out[label] = row
+                print(f"nightly {label}: {row}", flush=True)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--device", default="cuda")
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--batch-frames", type=int, default=96, help="frames for the batch loop")
+    p.add_argument("--nightly-frames", type=int, default=96, help="frames of the nightly job's session (0: skip)")
+    p.add_argument("--nightly-runs", type=int, default=4)
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for onnxruntime"
     )
@@ -285,6 +337,8 @@ def main() -> int:
                     tf32=True,
                 )
             )
+    if a.nightly_frames:
+        res["nightly"] = nightly(a.device, a.nightly_frames, a.nightly_runs)
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
     ok = all(v["ok"] for v in res["agreement"].values())
