@@ -22,7 +22,10 @@ Definitions (docs/governance.md):
   by requests, each grown as the renderer grows it (``redact.ops.redaction_boxes``).
 - *low confidence*: some own detection scores within ``low_margin`` above its class threshold
   (thresholds from the run record): a detection the detector nearly missed, so a similar
-  object elsewhere in the frame may have been missed.
+  object elsewhere in the frame may have been missed. Flagged per class too (*low-confidence
+  face*, *low-confidence plate*): the plate scores of the packaged int8 model are compressed
+  (half of its plate boxes on the dashcam frames score within 0.1 of its threshold), so near-
+  threshold plates are in most street frames, while near-threshold faces single out a few.
 - *no detections in a busy area*: the detector found nothing in the frame while at least
   ``busy_min`` of the published frames within ``busy_window`` frames either side had
   detections: people and cars rarely vanish for one frame, so a miss is likely.
@@ -103,7 +106,7 @@ class FrameView:
     boxes: list[BoxView] = field(default_factory=list)
     own: int | None = None  # own detections; None when no detection data is left
     vetoed: int | None = None  # candidates a plate verifier vetoed; None when not recorded
-    low_conf: bool = False
+    low_conf: tuple[str, ...] = ()  # classes with a near-threshold own detection
     busy_empty: bool = False
     edited: bool = False
     error: str | None = None
@@ -113,7 +116,7 @@ class FrameView:
     def flags(self) -> list[str]:
         out = []
         if self.low_conf:
-            out.append("lowconf")
+            out += ["lowconf", *(f"lowconf-{c}" for c in self.low_conf)]
         if self.busy_empty:
             out.append("busy")
         if self.edited:
@@ -146,13 +149,16 @@ class SessionReview:
 
 
 def low_confidence(scores: Sequence[float], classes: Sequence[int], thresholds: Mapping[str, float],
-                   margin: float) -> bool:
-    """True when some detection scores in [threshold, threshold + margin) of its class."""
+                   margin: float) -> tuple[str, ...]:
+    """The classes (in CLASS_NAMES order) with some detection scoring in [threshold,
+    threshold + margin) of its class; empty when none."""
+    low = set()
     for s, c in zip(scores, classes, strict=True):
-        thr = thresholds.get(CLASS_NAMES[int(c)])
+        name = CLASS_NAMES[int(c)]
+        thr = thresholds.get(name)
         if thr is not None and thr <= s < thr + margin:
-            return True
-    return False
+            low.add(name)
+    return tuple(n for n in CLASS_NAMES if n in low)
 
 
 def busy_empty(own: Sequence[int | None], window: int, min_busy: int) -> list[bool]:
@@ -422,7 +428,7 @@ def _overlay(f: FrameView) -> str:
     return "".join(out)
 
 
-_FLAG_TEXT = {"lowconf": "low confidence", "busy": "no detections, busy area", "request": "edited by request",
+_FLAG_TEXT = {"lowconf-face": "low-confidence face", "lowconf-plate": "low-confidence plate", "busy": "no detections, busy area", "request": "edited by request",
               "nodata": "no detection data", "vetoed": "verifier vetoed a plate"}
 
 
@@ -455,7 +461,8 @@ def render(rv: SessionReview, *, publish_path: str = "PUBLISH_DIR") -> str:
     failed = [f for f in rv.frames if f.status == "failed"]
     det = (rv.run.get("detectors") or {}).get("detectors") or []
     counts = {
-        "published": len(pub), "failed": len(failed), "lowconf": rv.count("lowconf"), "busy": rv.count("busy"),
+        "published": len(pub), "failed": len(failed), "lowconf": rv.count("lowconf"),
+        "lowconf_face": rv.count("lowconf-face"), "lowconf_plate": rv.count("lowconf-plate"), "busy": rv.count("busy"),
         "request": rv.count("request"), "nodata": rv.count("nodata"), "vetoed": rv.count("vetoed"),
         "faces": sum(f.faces for f in pub), "plates": sum(f.plates for f in pub),
         "excluded": sum(rv.excluded.values()),
@@ -495,6 +502,8 @@ class ReviewResult:
     published: int
     failed: int
     low_confidence: int
+    low_confidence_faces: int
+    low_confidence_plates: int
     busy_empty: int
     no_detection_data: int
     edited: int
@@ -518,4 +527,4 @@ def write_review(sdir: Path, out: Path | None = None, opts: ReviewOptions | None
     atomic_write_bytes(out, page)
     pub = [f for f in rv.frames if f.status == "published"]
     return ReviewResult(out, len(pub), sum(f.status == "failed" for f in rv.frames), rv.count("lowconf"),
-                        rv.count("busy"), rv.count("nodata"), rv.count("request"), rv.count("vetoed"), len(page))
+                        rv.count("lowconf-face"), rv.count("lowconf-plate"), rv.count("busy"), rv.count("nodata"), rv.count("request"), rv.count("vetoed"), len(page))

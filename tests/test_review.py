@@ -31,15 +31,16 @@ CORRUPT = 5  # index of the frame whose raw file is damaged after capture
 
 
 @pytest.mark.parametrize(("scores", "classes", "expected"), [
-    ([0.9, 0.8], [0, 1], False),
-    ([0.36], [0], True),  # face threshold 0.35 + margin 0.15: [0.35, 0.50) is low
-    ([0.50], [0], False),
-    ([0.44], [1], True),  # plate threshold 0.30: [0.30, 0.45)
-    ([0.45], [1], False),
-    ([], [], False),
+    ([0.9, 0.8], [0, 1], ()),
+    ([0.36], [0], ("face",)),  # face threshold 0.35 + margin 0.15: [0.35, 0.50) is low
+    ([0.50], [0], ()),
+    ([0.44], [1], ("plate",)),  # plate threshold 0.30: [0.30, 0.45)
+    ([0.45], [1], ()),
+    ([0.44, 0.9, 0.36, 0.40], [1, 0, 0, 0], ("face", "plate")),  # each class once, in class order
+    ([], [], ()),
 ])
-def test_low_confidence(scores: list[float], classes: list[int], expected: bool) -> None:
-    assert low_confidence(scores, classes, {"face": 0.35, "plate": 0.3}, 0.15) is expected
+def test_low_confidence(scores: list[float], classes: list[int], expected: tuple[str, ...]) -> None:
+    assert low_confidence(scores, classes, {"face": 0.35, "plate": 0.3}, 0.15) == expected
 
 
 @pytest.mark.parametrize(("own", "expected"), [
@@ -222,8 +223,15 @@ def test_sheet_in_a_real_browser(published: tuple[Path, Path, dict[str, np.ndarr
     from redact.detectors import plate_threshold
 
     thr = {0: det_cfg.face_threshold, 1: plate_threshold(det_cfg)}
-    low = {f for f, x in dets.items() if any(thr[c] <= s < thr[c] + 0.15 for s, c in zip(x["score"], x["cls"], strict=True))}
-    assert _visible(_dom(page, "#filter=lowconf")) == low
+    low = {c: {f for f, x in dets.items()
+               if any(thr[k] <= s < thr[k] + 0.15 for s, k in zip(x["score"], x["cls"], strict=True) if k == c)}
+           for c in (0, 1)}
+    assert _visible(_dom(page, "#filter=lowconf")) == low[0] | low[1]
+    # Per class as well (the sample's faces and plates flag different frames, else this shows nothing).
+    assert _visible(_dom(page, "#filter=lowconf-face")) == low[0]
+    assert _visible(_dom(page, "#filter=lowconf-plate")) == low[1]
+    assert low[0] != low[1]
+    assert f"({len(low[0])} with a face, {len(low[1])} with a plate)" in stdout
     failed = _dom(page, "#filter=failed")
     assert failed.failed_rows == [f"{CORRUPT + 1:06d}"] and failed.body.get("data-visible") == "1"
     assert "does not match the sha256" in page.read_text()

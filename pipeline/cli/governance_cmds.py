@@ -38,7 +38,8 @@ def review_cmd(session_dir: Path, out: Path | None, low_margin: float, busy_wind
 
     r = write_review(session_dir, out, ReviewOptions(low_margin=low_margin, busy_window=busy_window,
                                                      busy_min=busy_min, thumb_width=thumb_width))
-    click.echo(f"{r.path}: {r.published} published, {r.failed} failed, {r.low_confidence} low confidence, "
+    click.echo(f"{r.path}: {r.published} published, {r.failed} failed, {r.low_confidence} low confidence "
+               f"({r.low_confidence_faces} with a face, {r.low_confidence_plates} with a plate), "
                f"{r.busy_empty} without detections in a busy area, {r.edited} edited by request, "
                f"{r.vetoed} with a plate the verifier vetoed, "
                f"{r.no_detection_data} without detection data ({r.size / 1e6:.1f} MB)")

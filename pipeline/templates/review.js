@@ -5,7 +5,8 @@
   var cards = Array.prototype.slice.call(document.querySelectorAll(".frame-card"));
   var points = Array.prototype.slice.call(document.querySelectorAll("#track .pt"));
   var buttons = Array.prototype.slice.call(document.querySelectorAll(".filters button"));
-  var names = { all: "", lowconf: "with low-confidence detections", busy: "without detections in a busy area",
+  var names = { all: "", lowconf: "with low-confidence detections", "lowconf-face": "with a low-confidence face",
+    "lowconf-plate": "with a low-confidence plate", busy: "without detections in a busy area",
     request: "edited by request", vetoed: "where the plate verifier vetoed a candidate", nodata: "without detection data",
     failed: "that failed" };
 
@@ -102,7 +103,7 @@
     });
   });
 
-  var m = /filter=([a-z]+)/.exec(location.hash || "");
+  var m = /filter=([a-z-]+)/.exec(location.hash || "");
   applyFilter(m ? m[1] : "all");
   document.getElementById("js-errors").textContent = window.__errors.join("\n");
   window.addEventListener("error", function () {
