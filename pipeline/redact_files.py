@@ -54,8 +54,9 @@ class BatchSummary:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-# Images in flight on one GPU: measured with scripts/check_gpu.py's batch loop on an H100 with 16
-# cores (96 1080p frames): 1 -> 16.8 frames/s, 2 -> 25.2, 4 -> 31.3, 8 -> 29.9, 16 -> 27.4.
+# Images in flight on one GPU: scripts/check_gpu.py's batch loop on an H100 with 16 cores (74
+# 1080p frames, 2026-11-27): 1 -> 21.3 frames/s, 2 -> 30.5, 4 -> 34.5, 8 -> 33.0 (on an earlier
+# lease 16 with the same data: 27.4, below 4's 31.3).
 GPU_IMAGES_AT_ONCE = 4
 
 

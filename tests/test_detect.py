@@ -632,6 +632,27 @@ def test_zoom_out_pixels_come_from_the_whole_frame_pass(shared: Path) -> None:
         assert np.array_equal(pass_pixels(frame, tile, whole, whole_px), window_pixels(frame, tile))
 
 
+def test_the_detector_resizes_the_source_once_for_its_zoom_out_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the detector: a 1080p frame is area-averaged from the source once (the
+    whole-frame pass); the zoom-out pass's pixels come from that, not from the source again."""
+    import redact.centernet as cn
+    from redact.tiling import PlanParams
+
+    seen: list[float] = []
+    direct = cn.window_pixels
+
+    def recording(src: np.ndarray, win: Any) -> np.ndarray:
+        seen.append(round(win.scale, 4))
+        return direct(src, win)
+
+    monkeypatch.setattr(cn, "window_pixels", recording)
+    net = _FakeNet((96.0, 64.0, 160.0, 96.0))
+    cn.CenterNetDetector(net, (cn.ClassHead("plate", 0.5, zoom_out=1 / 3),), PlanParams(), name="fake",
+                         version="1", weights_sha256="0")(np.zeros((1080, 1920, 3), np.uint8))
+    assert seen == [round(2 / 3, 4)]  # the whole-frame pass only
+    assert sorted(net.shapes) == [(1, 3, 256, 448), (1, 3, 736, 1280)]  # yet both passes ran
+
+
 def test_union_merge_redacts_what_the_suppressed_boxes_covered_and_verifies_the_found_box() -> None:
     """ClassHead.union: one box per object as with NMS, a box of UNION_MIN_NET_PX or more
     grown to the union of the boxes it suppressed (a close plate's top line found best, the
