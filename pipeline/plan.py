@@ -41,10 +41,13 @@ def redact_key(cfg: BaseModel) -> str:
     """sha256 of a redaction config without machine-specific fields: absolute weight paths
     (the weights themselves are covered by the model hash) and thread counts; and without
     ``plate_zoom_out`` and ``plate_merge`` where they change nothing (off / nms, or not the
-    streetveil plate head), so those configs keep the keys, caches and unblur requests they
-    had before the fields existed."""
+    streetveil plate head), and ``refine_px`` where it is the 40 px every close-up had before
+    it was a setting (or there is no close-up), so those configs keep the keys, caches and
+    unblur requests they had before the fields existed."""
     d = cfg.model_dump(mode="python")
     det = getattr(cfg, "detector", None)
+    if det is not None and (not det.refine or det.refine_px == 40):
+        d["detector"].pop("refine_px", None)
     if det is not None and not det.resolved_plate_zoom_out():
         d["detector"].pop("plate_zoom_out", None)
     if det is not None and det.resolved_plate_merge() == "nms":

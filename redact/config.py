@@ -77,8 +77,12 @@ class DetectorSection(_Section):
     # Second look at uncertain faces in frames seen below native resolution: candidates
     # scoring in [refine_low, face_threshold) are re-scored on a close-up crop and kept if it
     # scores them at the threshold (redact/centernet.py Refine); false = single look.
+    # refine_px: how tall a candidate is made in its close-up. refine_low = 0.05 with
+    # refine_px = 56 finds more small faces in 1080p frames for about a third more detection
+    # time there (docs/detectors.md, "Refinement": measured trade-offs).
     refine: bool = True
     refine_low: float = Field(default=0.1, gt=0, lt=1)
+    refine_px: int = Field(default=40, ge=16, le=128)
     # Second look at plates (redact/verify.py): the plate model proposes at a lower threshold
     # and a small classifier on each candidate's close-up keeps or drops it: 5-8x fewer false
     # plate boxes and more recall on plates like its training data, but it vetoes plates

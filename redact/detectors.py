@@ -217,7 +217,7 @@ def plate_threshold(cfg: DetectorSection) -> float:
 
 
 def face_head(cfg: DetectorSection) -> ClassHead:
-    refine = Refine(low=cfg.refine_low, high=cfg.face_threshold) if cfg.refine else None
+    refine = Refine(low=cfg.refine_low, high=cfg.face_threshold, target_px=cfg.refine_px) if cfg.refine else None
     return ClassHead("face", cfg.face_threshold, refine)
 
 

@@ -86,7 +86,10 @@ class Redactor:
             "precision": d.resolved_precision(),
             # torch (on any device) is another setup than the onnxruntime one measured.
             "runtime": d.runtime if d.runtime == "onnxruntime" else f"{d.runtime}:{d.device}",
-            "refine": {"low": d.refine_low} if d.refine else None,
+            # The close-up size only where it is not the 40 px that setups recorded before it
+            # was a setting had, so their measured-recall keys still match.
+            "refine": ({"low": d.refine_low, **({"px": d.refine_px} if d.refine_px != 40 else {})}
+                       if d.refine else None),
             "method": r.method,
             "expand": {"face": r.face_expand, "plate": r.plate_expand},
             "feather": r.feather,

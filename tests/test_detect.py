@@ -725,6 +725,31 @@ def test_plate_zoom_out_enters_keys_only_where_it_detects_something_else() -> No
     assert detection_key(on, "face") == detection_key(off, "face")
 
 
+def test_refine_px_sizes_the_close_ups_and_enters_keys_only_when_not_40() -> None:
+    """``refine_px`` (how tall a face candidate is made in its close-up) reaches the detector;
+    at 40 px, what every close-up was before the setting existed, or without close-ups, the
+    config key and the recall key stay as they were: the recorded face rows still apply."""
+    from pipeline.plan import redact_key
+    from redact.config import RedactConfig
+    from redact.engine import Redactor
+    from redact.recall import detection_key
+
+    def key(**det: Any) -> str:
+        return redact_key(RedactConfig.model_validate({"detector": det}))
+
+    assert DetectorSection().refine_px == 40
+    assert key() == key(refine_px=40) != key(refine_px=56)
+    assert key(refine=False) == key(refine=False, refine_px=56)
+    (face,) = [h for h in build_detectors(DetectorSection(refine_px=56), 1)[0].heads if h.name == "face"]
+    assert face.refine is not None and face.refine.target_px == 56 and face.refine.crop_px == 224
+    default, bigger = (Redactor(RedactConfig.model_validate({"detector": {"refine_px": px}}), threads=1).info
+                       for px in (40, 56))
+    assert default["refine"] == {"low": 0.1} and bigger["refine"] == {"low": 0.1, "px": 56}
+    assert detection_key(default, "face") != detection_key(bigger, "face")
+    assert detection_key(default, "plate") == detection_key(bigger, "plate")
+    assert default["measured_recall"]["face"] and bigger["measured_recall"]["face"] is None
+
+
 def test_plate_merge_enters_keys_only_where_it_changes_the_boxes() -> None:
     """Like plate_zoom_out: ``plate_merge = "nms"`` (what the engine did before the field
     existed) and configs without the streetveil plate head keep their keys."""
