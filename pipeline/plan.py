@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from capture.types import FrameRecord
 from pipeline.store import SessionSource
+from redact.config import REFINE_PX
 
 # Reasons a frame is left out of a publication on purpose (counted, never an error).
 EXCLUDED_ZONE = "exclusion-zone"
@@ -46,7 +47,7 @@ def redact_key(cfg: BaseModel) -> str:
     unblur requests they had before the fields existed."""
     d = cfg.model_dump(mode="python")
     det = getattr(cfg, "detector", None)
-    if det is not None and (not det.refine or det.refine_px == 40):
+    if det is not None and (not det.refine or det.refine_px == REFINE_PX):
         d["detector"].pop("refine_px", None)
     if det is not None and not det.resolved_plate_zoom_out():
         d["detector"].pop("plate_zoom_out", None)

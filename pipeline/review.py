@@ -428,8 +428,9 @@ def _overlay(f: FrameView) -> str:
     return "".join(out)
 
 
-_FLAG_TEXT = {"lowconf-face": "low-confidence face", "lowconf-plate": "low-confidence plate", "busy": "no detections, busy area", "request": "edited by request",
-              "nodata": "no detection data", "vetoed": "verifier vetoed a plate"}
+_FLAG_TEXT = {"lowconf-face": "low-confidence face", "lowconf-plate": "low-confidence plate",
+              "busy": "no detections, busy area", "request": "edited by request", "nodata": "no detection data",
+              "vetoed": "verifier vetoed a plate"}
 
 
 def _card(f: FrameView, rv: SessionReview) -> str:
@@ -527,4 +528,5 @@ def write_review(sdir: Path, out: Path | None = None, opts: ReviewOptions | None
     atomic_write_bytes(out, page)
     pub = [f for f in rv.frames if f.status == "published"]
     return ReviewResult(out, len(pub), sum(f.status == "failed" for f in rv.frames), rv.count("lowconf"),
-                        rv.count("lowconf-face"), rv.count("lowconf-plate"), rv.count("busy"), rv.count("nodata"), rv.count("request"), rv.count("vetoed"), len(page))
+                        rv.count("lowconf-face"), rv.count("lowconf-plate"), rv.count("busy"), rv.count("nodata"),
+                        rv.count("request"), rv.count("vetoed"), len(page))

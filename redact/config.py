@@ -20,6 +20,10 @@ FALLBACK_PLATE_THRESHOLD = 0.3
 # The plate model's coarse second pass (DetectorSection.plate_zoom_out): chosen on the
 # calibration scenes (training frames), MODEL_CARD.md.
 ZOOM_OUT = 1 / 3
+# The face close-up's height (DetectorSection.refine_px), what it was before it was a setting:
+# at this value it stays out of the config and recall keys (pipeline.plan.redact_key,
+# Redactor.info), so the setups recorded before keep their keys.
+REFINE_PX = 40
 
 
 class _Section(BaseModel):
@@ -82,7 +86,7 @@ class DetectorSection(_Section):
     # time there (docs/detectors.md, "Refinement": measured trade-offs).
     refine: bool = True
     refine_low: float = Field(default=0.1, gt=0, lt=1)
-    refine_px: int = Field(default=40, ge=16, le=128)
+    refine_px: int = Field(default=REFINE_PX, ge=16, le=128)
     # Second look at plates (redact/verify.py): the plate model proposes at a lower threshold
     # and a small classifier on each candidate's close-up keeps or drops it: 5-8x fewer false
     # plate boxes and more recall on plates like its training data, but it vetoes plates

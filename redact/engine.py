@@ -19,7 +19,7 @@ import numpy as np
 
 from redact.boxes import boxes_to_stored, to_display
 from redact.centernet import CenterNetDetector, default_threads
-from redact.config import RedactConfig
+from redact.config import REFINE_PX, RedactConfig
 from redact.detectors import Detector, build_detectors, describe
 from redact.exif import Geotag, clean_exif
 from redact.imageio import DecodedImage, decode_image, encode_image
@@ -86,9 +86,8 @@ class Redactor:
             "precision": d.resolved_precision(),
             # torch (on any device) is another setup than the onnxruntime one measured.
             "runtime": d.runtime if d.runtime == "onnxruntime" else f"{d.runtime}:{d.device}",
-            # The close-up size only where it is not the 40 px that setups recorded before it
-            # was a setting had, so their measured-recall keys still match.
-            "refine": ({"low": d.refine_low, **({"px": d.refine_px} if d.refine_px != 40 else {})}
+            # The close-up size only where it is not REFINE_PX (see there).
+            "refine": ({"low": d.refine_low, **({"px": d.refine_px} if d.refine_px != REFINE_PX else {})}
                        if d.refine else None),
             "method": r.method,
             "expand": {"face": r.face_expand, "plate": r.plate_expand},
