@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from redact.boxes import clip_boxes, decode_centernet, iou_matrix, nms, nms_union
+from redact.config import REFINE_PX
 from redact.errors import ModelError
 from redact.tiling import STRIDE, PlanParams, Window, plan, wrap_margin
 from redact.types import Detections
@@ -170,7 +171,7 @@ class Refine:
 
     low: float = 0.1
     high: float = 0.3  # the class threshold: candidates at or above it need no second look
-    target_px: int = 40
+    target_px: int = REFINE_PX
     context: float = 4.0
     max_candidates: int = 64
 

@@ -20,9 +20,9 @@ FALLBACK_PLATE_THRESHOLD = 0.3
 # The plate model's coarse second pass (DetectorSection.plate_zoom_out): chosen on the
 # calibration scenes (training frames), MODEL_CARD.md.
 ZOOM_OUT = 1 / 3
-# The face close-up's height (DetectorSection.refine_px), what it was before it was a setting:
-# at this value it stays out of the config and recall keys (pipeline.plan.redact_key,
-# Redactor.info), so the setups recorded before keep their keys.
+# The face close-up's height (DetectorSection.refine_px, centernet.Refine's default), what it
+# was before it was a setting: at this value it stays out of the config and recall keys
+# (pipeline.plan.redact_key, Redactor.info), so the setups recorded before keep their keys.
 REFINE_PX = 40
 
 
