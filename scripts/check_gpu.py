@@ -228,9 +228,9 @@ def batch(src: Path, setups: dict[str, tuple[dict[str, Any], int, tuple[int, ...
             for k in counts:
                 summary, records = redact_files(r, jobs, Path(tmp) / f"{label}-{k}", workers=k)
                 dets = [rec["detections"] for rec in records]
-                row = {"images": summary.images, "failed": summary.failed, "frames_per_s": round(summary.fps, 2),
-                       "same": True if first is None else dets == first}
                 first = dets if first is None else first
+                row = {"images": summary.images, "failed": summary.failed, "frames_per_s": round(summary.fps, 2),
+                       "same": dets == first}
                 out[f"{label} x{k}"] = row
                 print(f"batch {label} x{k}: {row}", flush=True)
     return out
@@ -329,12 +329,13 @@ def main() -> int:
         res["speed"] = speed(frames, setups, a.threads)
         from pipeline.redact_files import GPU_IMAGES_AT_ONCE
 
-        torch_det = setups[f"streetveil torch {a.device}"]
         at_once = GPU_IMAGES_AT_ONCE
         res["batch"] = batch(frames[0].parent if a.batch_frames <= a.frames else
                              make_frames(Path(tmp) / "batch", a.batch_frames)[0].parent, {
-            f"streetveil torch {a.device}": (torch_det, a.threads, (1, 2, at_once, 2 * at_once)),
-            f"streetveil verified torch {a.device}": ({**torch_det, "plate_verify": "on"}, a.threads, (1, at_once)),
+            f"streetveil torch {a.device}": (setups[f"streetveil torch {a.device}"], a.threads,
+                                             (1, 2, at_once, 2 * at_once)),
+            f"streetveil verified torch {a.device}": (setups[f"streetveil verified torch {a.device}"], a.threads,
+                                                      (1, at_once)),
             "streetveil onnxruntime default cpu": ({}, 1, (a.threads,)),
         })
         if a.device.startswith("cuda"):
