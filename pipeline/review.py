@@ -25,7 +25,8 @@ Definitions (docs/governance.md):
   object elsewhere in the frame may have been missed. Flagged per class too (*low-confidence
   face*, *low-confidence plate*): the plate scores of the packaged int8 model are compressed
   (half of its plate boxes on the dashcam frames score within 0.1 of its threshold), so near-
-  threshold plates are in most street frames, while near-threshold faces single out a few.
+  threshold plates are in most street frames, while near-threshold faces single out a few;
+  ``low_margin_face`` / ``low_margin_plate`` set a class's own margin.
 - *no detections in a busy area*: the detector found nothing in the frame while at least
   ``busy_min`` of the published frames within ``busy_window`` frames either side had
   detections: people and cars rarely vanish for one frame, so a miss is likely.
@@ -64,18 +65,29 @@ CLASS_NAMES = qadata.CLASS_NAMES
 @dataclass(frozen=True, slots=True)
 class ReviewOptions:
     low_margin: float = 0.15
+    # Per-class overrides (None: ``low_margin``): the int8 plate scores are compressed, so a
+    # margin that singles out a few faces flags plates in most street frames.
+    low_margin_face: float | None = None
+    low_margin_plate: float | None = None
     busy_window: int = 2
     busy_min: int = 2
     thumb_width: int = 320
     thumb_quality: int = 80
 
     def __post_init__(self) -> None:
-        if not 0 < self.low_margin < 1:
-            raise ValueError("low_margin must be in (0, 1)")
+        for name, m in (("low_margin", self.low_margin), ("low_margin_face", self.low_margin_face),
+                        ("low_margin_plate", self.low_margin_plate)):
+            if m is not None and not 0 < m < 1:
+                raise ValueError(f"{name} must be in (0, 1)")
         if self.busy_window < 1 or self.busy_min < 1:
             raise ValueError("busy_window and busy_min must be >= 1")
         if not 32 <= self.thumb_width <= 1024:
             raise ValueError("thumb_width must be 32..1024")
+
+    def margins(self) -> dict[str, float]:
+        """The low-confidence margin of each class."""
+        own = {"face": self.low_margin_face, "plate": self.low_margin_plate}
+        return {c: m if (m := own.get(c)) is not None else self.low_margin for c in CLASS_NAMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +161,15 @@ class SessionReview:
 
 
 def low_confidence(scores: Sequence[float], classes: Sequence[int], thresholds: Mapping[str, float],
-                   margin: float) -> tuple[str, ...]:
+                   margin: float | Mapping[str, float]) -> tuple[str, ...]:
     """The classes (in CLASS_NAMES order) with some detection scoring in [threshold,
-    threshold + margin) of its class; empty when none."""
+    threshold + margin) of its class (``margin``: one for all, or per class); empty when none."""
     low = set()
     for s, c in zip(scores, classes, strict=True):
         name = CLASS_NAMES[int(c)]
         thr = thresholds.get(name)
-        if thr is not None and thr <= s < thr + margin:
+        m = margin if isinstance(margin, float | int) else margin.get(name)
+        if thr is not None and m is not None and thr <= s < thr + m:
             low.add(name)
     return tuple(n for n in CLASS_NAMES if n in low)
 
@@ -291,7 +304,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         if entry is not None:
             fv.own = sum(not d.get("carried") for d in entry["detections"])
             oxy, osc, ocl = arrays(dict(zip(("xyxy", "score", "cls"), qadata.own_detections(entry), strict=True)))
-            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.low_margin)
+            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.margins())
             for kind in ("detected", "carried"):
                 outline(fv, kind, *listed([d for d in entry["detections"] if not d.get("unblurred")
                                            and bool(d.get("carried")) == (kind == "carried")]))
@@ -301,7 +314,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         elif own is not None:
             oxy, osc, ocl = arrays(own)
             fv.own = len(osc)
-            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.low_margin)
+            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.margins())
             neigh = [dets.get(order[j]["frame_id"]) for j in neighbour_order(i, len(order), k)]
             cxy, csc, ccl = carry_boxes(oxy, ocl, [arrays(d) for d in neigh if d is not None], expand=expand,
                                         width=w, height=h)
@@ -472,6 +485,7 @@ def render(rv: SessionReview, *, publish_path: str = "PUBLISH_DIR") -> str:
     failed_rows = "".join(
         f'<tr class="failed-row" data-frame="{e(f.frame_id)}"><td>{e(f.frame_id)}</td><td>{e(f.time)}</td>'
         f"<td>{e(f.error or '')}</td></tr>" for f in failed) or '<tr><td colspan="3">none</td></tr>'
+    margins = rv.options.margins()
     values = {
         "title": e(f"QA review: {rv.session_id}"),
         "session_id": e(rv.session_id),
@@ -483,7 +497,9 @@ def render(rv: SessionReview, *, publish_path: str = "PUBLISH_DIR") -> str:
         "run_time": e(str(rv.run.get("time", ""))),
         "detectors": e(", ".join(f"{d.get('name')} {d.get('version')}" for d in det) or "unknown"),
         "thresholds": e(", ".join(f"{k} {v:g}" for k, v in sorted(rv.thresholds.items())) or "unknown"),
-        "low_margin": e(f"{rv.options.low_margin:g}"),
+        "low_margin": e(" / ".join(f"{m:g} ({c})" for c, m in margins.items())
+                        if len(set(margins.values())) > 1 else f"{rv.options.low_margin:g}"),
+        **{f"low_margin_{c}": e(f"{m:g}") for c, m in margins.items()},
         "busy_window": str(rv.options.busy_window),
         "busy_min": str(rv.options.busy_min),
         "excluded": excl,

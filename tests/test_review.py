@@ -20,7 +20,7 @@ from conftest import CONFIGS, ROOT, run_cli
 from PIL import Image
 
 from pipeline.config import NightlyConfig, load_config
-from pipeline.review import busy_empty, low_confidence
+from pipeline.review import ReviewOptions, busy_empty, low_confidence
 
 FRAMES = 6
 BLANK = 3  # index of the frame with nothing in it
@@ -250,6 +250,39 @@ def test_sheet_in_a_real_browser(published: tuple[Path, Path, dict[str, np.ndarr
     art.mkdir(exist_ok=True)
     shutil.copyfile(shot, art / "review-sheet.png")
     print(f"QA sheet screenshot: {shot} (copied to {art / 'review-sheet.png'}); page: {page}")
+
+
+def test_each_class_can_have_its_own_low_confidence_margin(published: tuple[Path, Path, dict[str, np.ndarray]],
+                                                           tmp_path: Path) -> None:
+    sdir, _, _ = published
+    dets = _dets(sdir)
+    det_cfg = load_config(CONFIGS / "nightly.toml", NightlyConfig, kind="nightly", environ={}).redact.detector
+    from redact.detectors import plate_threshold
+
+    thr = {0: det_cfg.face_threshold, 1: plate_threshold(det_cfg)}
+    margin = {0: 0.6, 1: 0.01}  # faces: wider than the default 0.15; plates: narrower
+
+    def flagged(c: int, m: float) -> set[str]:
+        return {f for f, x in dets.items()
+                if any(thr[c] <= s < thr[c] + m for s, k in zip(x["score"], x["cls"], strict=True) if k == c)}
+
+    want = {c: flagged(c, margin[c]) for c in (0, 1)}
+    # Else the options would change nothing on this sample and the test could not fail.
+    assert want[0] != flagged(0, 0.15) or want[1] != flagged(1, 0.15)
+    out = tmp_path / "r.html"
+    r = run_cli("review", str(sdir), "--out", str(out), "--low-margin-face", "0.6", "--low-margin-plate", "0.01")
+    assert r.returncode == 0, r.stderr
+    assert f"({len(want[0])} with a face, {len(want[1])} with a plate)" in r.stdout
+    d = _Dom()
+    d.feed(out.read_text())
+    cards = {str(c["data-frame"]): str(c.get("data-flags")).split() for c in d.cards}
+    assert {f for f, fl in cards.items() if "lowconf-face" in fl} == want[0]
+    assert {f for f, fl in cards.items() if "lowconf-plate" in fl} == want[1]
+    assert 'less than 0.6 above the face threshold' in out.read_text()
+    assert low_confidence([0.36, 0.31], [0, 1], {"face": 0.35, "plate": 0.3}, {"face": 0.15, "plate": 0.005}) \
+        == ("face",)
+    with pytest.raises(ValueError, match="low_margin_plate"):
+        ReviewOptions(low_margin_plate=1.5)
 
 
 def _down(rgb: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -23,20 +23,26 @@ def register(cli: click.Group) -> None:
               help="Where to write the page (default: ./review-<session>.html).")
 @click.option("--low-margin", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
               show_default=True, help="Flag detections scoring less than this above their class threshold.")
+@click.option("--low-margin-face", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="The margin for faces (default: --low-margin).")
+@click.option("--low-margin-plate", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="The margin for plates (default: --low-margin; the int8 plate scores are compressed, "
+                   "so a narrower one such as 0.02 singles out fewer frames).")
 @click.option("--busy-window", type=click.IntRange(1, 50), default=2, show_default=True,
               help="Frames either side that make an area busy.")
 @click.option("--busy-min", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Neighbours with detections needed to flag a frame without any.")
 @click.option("--thumb-width", type=click.IntRange(32, 1024), default=320, show_default=True,
               help="Thumbnail width in pixels.")
-def review_cmd(session_dir: Path, out: Path | None, low_margin: float, busy_window: int, busy_min: int,
-               thumb_width: int) -> None:
+def review_cmd(session_dir: Path, out: Path | None, low_margin: float, low_margin_face: float | None,
+               low_margin_plate: float | None, busy_window: int, busy_min: int, thumb_width: int) -> None:
     """Write the QA sheet of a published session (PUBLISH_DIR/<session>): one self-contained HTML
     page with the track, every published image with its redaction areas, filters and counts.
     Built from the published images only; needs no network to view."""
     from pipeline.review import ReviewOptions, write_review
 
-    r = write_review(session_dir, out, ReviewOptions(low_margin=low_margin, busy_window=busy_window,
+    r = write_review(session_dir, out, ReviewOptions(low_margin=low_margin, low_margin_face=low_margin_face,
+                                                     low_margin_plate=low_margin_plate, busy_window=busy_window,
                                                      busy_min=busy_min, thumb_width=thumb_width))
     click.echo(f"{r.path}: {r.published} published, {r.failed} failed, {r.low_confidence} low confidence "
                f"({r.low_confidence_faces} with a face, {r.low_confidence_plates} with a plate), "
