@@ -284,15 +284,6 @@ class StreetveilNet(nn.Module):
         return net.eval()
 
 
-def load_plate_branch(net: StreetveilNet, path: Path | str) -> StreetveilNet:
-    """``net`` with the plate-branch weights of a combined ONNX file, also of the int8 variant
-    (whose quantised backbone the torch module cannot load): the branch's layers are the
-    graph's last Conv / ConvTranspose / BatchNormalization nodes, all fp32."""
-    layers = list(net.plate.onnx_layers())
-    load_layers(iter(layers), onnx_weight_list(path)[-len(layers):])
-    return net
-
-
 def streetveil_from_onnx(path: Path | str) -> StreetveilNet:
     """A StreetveilNet in eval mode with the weights of the combined ONNX file (face and plate
     weights from the one file the onnxruntime backend runs)."""

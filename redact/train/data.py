@@ -220,59 +220,6 @@ def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Ge
     return (crop, *_clip_labels(labels))
 
 
-def make_far_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Generator
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A training crop for the far band: a wide view of a training frame (scale 0.4-1.2) with
-    2-6 synthetic plates 6-22 px tall and 2-7 pieces of lettering of the same sizes (signs,
-    shop text, house numbers, price boards), the two things the branch told apart worst
-    (MODEL_CARD "Far plates"). Same return as ``make_sample``."""
-    i = int(rng.integers(len(frames)))
-    fr, img = frames[i], images[i]
-    H, W = img.shape[:2]
-    s = float(np.exp(rng.uniform(np.log(max(CROP_W / W, CROP_H / H)), np.log(1.2))))
-    cw, ch = CROP_W / s, CROP_H / s
-    x0, y0 = float(rng.uniform(0, W - cw)), float(rng.uniform(0, H - ch))
-    m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float32)
-    crop = cv2.warpAffine(img, m, (CROP_W, CROP_H), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-    boxes = (fr.boxes.reshape(-1, 2, 2) * s - [x0 * s, y0 * s]).reshape(-1, 4)
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1].copy()
-        boxes = boxes[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [CROP_W, 0, CROP_W, 0]
-    is_night = fr.ride.startswith("night")
-    if not is_night and rng.random() < 0.2:
-        crop = compose.night(crop, rng)
-        is_night = True
-    light = float(rng.uniform(0.9, 1.6)) * (0.55 if is_night else 1.0)
-    soft = float(rng.uniform(0.0, 0.6))
-    labels: list[np.ndarray] = [b for b in boxes]
-    for _ in range(int(rng.integers(2, 7))):
-        sp = _plate_sprite(pick_family(rng), rng)
-        h = float(np.exp(rng.uniform(np.log(6), np.log(22))))
-        w = h * _aspect(sp)
-        cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(max(h / 2, CROP_H * 0.2), CROP_H - h / 2)
-        q = compose.random_quad(cx, cy, w, h, rng)
-        if _iou_any(compose.quad_box(q), labels, 0.05):
-            continue
-        labels.append(compose.paste(crop, sp, q, rng, light=light, soften=soft))
-    for _ in range(int(rng.integers(2, 8))):
-        sg = compose.wear(render_sign(SIGN_KINDS[int(rng.integers(len(SIGN_KINDS)))], rng), rng)
-        h = float(np.exp(rng.uniform(np.log(5), np.log(40))))
-        w = min(h * _aspect(sg), 0.95 * CROP_W)
-        h = w / _aspect(sg)
-        cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(h / 2, CROP_H - h / 2)
-        q = compose.random_quad(cx, cy, w, h, rng, max_yaw=0.4)
-        if _iou_any(compose.quad_box(q), labels, 0.05):
-            continue
-        compose.paste(crop, sg, q, rng, light=light, soften=soft)
-    crop = compose.camera(crop, rng)
-    return (crop, *_clip_labels(labels))
-
-
-# Training-crop generators by name (CacheSpec.profile); None is the main one.
-SAMPLERS = {None: make_sample, "far": make_far_sample}
-
-
 def _clip_labels(labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     pos, ign = [], []
     for b in labels:

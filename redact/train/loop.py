@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 TAP_CH = (24, 32, 96, 320)
 TAP_STRIDE = (4, 8, 16, 32)
 TARGET_KEYS = ("hm", "weight", "index", "mask", "scale", "offset")
-PROFILE_STREAM = 3_000_017
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +36,10 @@ class CacheSpec:
     # Which backbone computed the taps: None = fp32 CenterFace, else the int8 file's sha256
     # (features differ, so caches must not mix).
     backbone: str | None = None
-    # Which generator draws the crops (data.SAMPLERS): None = data.make_sample.
-    profile: str | None = None
 
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ValueError("cache size must be positive")
-        if self.profile not in data.SAMPLERS:
-            raise ValueError(f"unknown sample profile {self.profile!r}")
 
 
 def _ort_session(model_bytes: bytes, threads: int) -> Any:
@@ -109,16 +104,14 @@ def _fill_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
     taps = [np.load(cache / f"tap{s}.npy", mmap_mode="r+") for s in TAP_STRIDE]
     tg = {k: np.load(cache / f"{k}.npy", mmap_mode="r+") for k in TARGET_KEYS}
     mine = list(range(worker, spec.n, workers))
-    sampler = data.SAMPLERS[spec.profile]
     n_plates = 0
     t0 = time.time()
     for start in range(0, len(mine), batch):
         idx = mine[start:start + batch]
         crops = []
         for i in idx:
-            # A profile draws from its own seed stream: sample i of two caches must not share a frame.
-            rng = np.random.default_rng([spec.seed, i] + ([] if spec.profile is None else [PROFILE_STREAM]))
-            crop, boxes, ignore = sampler(frames, images, rng)
+            rng = np.random.default_rng([spec.seed, i])
+            crop, boxes, ignore = data.make_sample(frames, images, rng)
             crops.append(crop)
             n_plates += len(boxes)
             for key, arr in zip(TARGET_KEYS, targets.encode(boxes, ignore, H, W), strict=True):
@@ -171,23 +164,18 @@ def _gather(maps: Any, index: Any) -> Any:
     return flat.gather(1, index.long().unsqueeze(-1).expand(-1, -1, c))
 
 
-def train(cache: Path | list[Path], init_onnx: Path, cfg: TrainConfig, log_every: int = 50,
-          finetune: bool = False, plate_from: Path | None = None) -> Any:
-    """Train the plate branch on a feature cache (or several, drawn from as one); returns the
-    trained ``StreetveilNet``; ``plate_from``: a combined file (the int8 variant too) whose
-    plate branch replaces ``init_onnx``'s before training.
+def train(cache: Path, init_onnx: Path, cfg: TrainConfig, log_every: int = 50, finetune: bool = False) -> Any:
+    """Train the plate branch on a feature cache; returns the trained ``StreetveilNet``.
     ``init_onnx``: CenterFace (a new branch, its neck a copy of the face neck) or, with
     ``finetune``, a combined streetveil model whose plate branch training continues from."""
     import torch
 
-    from redact.nets import StreetveilNet, load_plate_branch, streetveil_from_onnx
+    from redact.nets import StreetveilNet, streetveil_from_onnx
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     dev = torch.device(cfg.device)
     net = streetveil_from_onnx(init_onnx) if finetune else StreetveilNet.from_centerface(init_onnx)
-    if plate_from is not None:
-        load_plate_branch(net, plate_from)
     branch = net.plate.to(dev)
     assert branch.heatmap.bias is not None and branch.scale.bias is not None
     if not finetune:
@@ -199,20 +187,9 @@ def train(cache: Path | list[Path], init_onnx: Path, cfg: TrainConfig, log_every
     branch.eval()  # BN layers of the neck copy act as fixed affine maps (stats from CenterFace)
     params = [p for p in branch.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    caches = [cache] if isinstance(cache, Path) else list(cache)
-    taps_c = [[np.load(c / f"tap{s}.npy", mmap_mode="r") for s in TAP_STRIDE] for c in caches]
-    tg_c = [{k: np.load(c / f"{k}.npy", mmap_mode="r") for k in TARGET_KEYS} for c in caches]
-    starts = np.cumsum([0] + [t[0].shape[0] for t in taps_c])
-    n = int(starts[-1])
-
-    def rows(idx: np.ndarray) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        """Samples ``idx`` (global, sorted) read from whichever caches hold them."""
-        parts = [(c, idx[(idx >= starts[c]) & (idx < starts[c + 1])] - starts[c]) for c in range(len(caches))]
-        parts = [(c, i) for c, i in parts if len(i)]
-        x = [np.concatenate([np.asarray(taps_c[c][j][i], np.float32) for c, i in parts]) for j in range(len(TAP_STRIDE))]
-        y = {k: np.concatenate([np.asarray(tg_c[c][k][i]) for c, i in parts]) for k in TARGET_KEYS}
-        return x, y
-
+    taps = [np.load(cache / f"tap{s}.npy", mmap_mode="r") for s in TAP_STRIDE]
+    tg = {k: np.load(cache / f"{k}.npy", mmap_mode="r") for k in TARGET_KEYS}
+    n = taps[0].shape[0]
     steps_per_epoch = n // cfg.batch
     total = steps_per_epoch * cfg.epochs
     warmup = min(200, total // 10)
@@ -228,9 +205,8 @@ def train(cache: Path | list[Path], init_onnx: Path, cfg: TrainConfig, log_every
                 cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            xs, ys = rows(idx)
-            x = [torch.from_numpy(t).to(dev) for t in xs]
-            b = {k: torch.from_numpy(v).to(dev) for k, v in ys.items()}
+            x = [torch.from_numpy(np.asarray(t[idx], np.float32)).to(dev) for t in taps]
+            b = {k: torch.from_numpy(np.asarray(v[idx])).to(dev) for k, v in tg.items()}
             hm_logit, scale, offset = branch.logits(*x)
             mask = b["mask"].float().unsqueeze(-1)
             nobj = mask.sum().clamp(min=1)
