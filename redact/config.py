@@ -96,6 +96,11 @@ class DetectorSection(_Section):
     # plate_threshold, when set, replaces the proposal threshold. off: plate scores alone.
     plate_verify: Literal["off", "on"] = "off"
     plate_verify_threshold: float | None = Field(default=None, ge=0, lt=1)
+    # Candidates the plate model itself scores at least this high are kept without the second
+    # look (the verifier vetoes some plates unlike its training data that the detector is sure
+    # of). None: the value calibrated with the verifier (none for files it states none for);
+    # 1: verify every candidate.
+    plate_verify_bypass: float | None = Field(default=None, gt=0, le=1)
     # Close plates (taller than ~128 network px) are larger than the plate branch's training
     # crops: the whole-frame pass finds them in pieces or not at all. One more whole-frame
     # pass, read for plates only, at this fraction of that pass's scale (its boxes under 16

@@ -85,6 +85,10 @@ def describe(det: Detector) -> dict[str, Any]:
         # only when its close-up scores this much).
         **({"verify": v} if (v := {h.name: h.verify for h in getattr(det, "heads", ()) if h.verify is not None})
            else {}),
+        # The detector scores from which those classes skip the verifier (ClassHead.verify_bypass).
+        **({"verify_bypass": b} if (b := {h.name: h.verify_bypass for h in getattr(det, "heads", ())
+                                          if h.verify is not None and h.verify_bypass is not None
+                                          and h.verify_bypass < 1}) else {}),
         # The thresholds those classes would have unverified: what the QA data's vetoed
         # candidates (Redactor.detect_with_vetoes) scored at least.
         **({"unverified": u} if (u := {h.name: h.unverified for h in getattr(det, "heads", ())
@@ -190,9 +194,11 @@ def plate_verification(cfg: DetectorSection) -> Calibration | None:
             raise ModelError(f"plate_verify = \"on\": the plate verifier {VERIFIER_MODEL.name} was not calibrated "
                              f"for {run_file}; set plate_verify_threshold (and measure recall), or rebuild the "
                              "verifier with python scripts/train_plates.py --verifier")
-        return Calibration(cfg.plate_threshold or streetveil_plate_threshold(run_file), cfg.plate_verify_threshold)
+        return Calibration(cfg.plate_threshold or streetveil_plate_threshold(run_file), cfg.plate_verify_threshold,
+                           cfg.plate_verify_bypass)
     return Calibration(cfg.plate_threshold or own.proposal,
-                       cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify)
+                       cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify,
+                       cfg.plate_verify_bypass if cfg.plate_verify_bypass is not None else own.bypass)
 
 
 def unverified_plate_threshold(cfg: DetectorSection) -> float:
@@ -403,6 +409,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
     heads = tuple(face_head(cfg) if c == "face" else
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
                             verify=verification.verify if verification else None,
+                            verify_bypass=verification.bypass if verification else None,
                             unverified=unverified_plate_threshold(cfg) if verification else None,
                             zoom_out=cfg.resolved_plate_zoom_out(),
                             union=cfg.resolved_plate_merge() == "union")

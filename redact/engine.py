@@ -48,8 +48,10 @@ def info_line(info: dict[str, Any]) -> str:
     dets = ", ".join(f"{d['name']} {d['version']} ({'+'.join(d['classes'])})" for d in info["detectors"])
     src = info.get("threshold_source", {})
     verify = {c: v for d in info["detectors"] for c, v in (d.get("verify") or {}).items()}
+    bypass = {c: v for d in info["detectors"] for c, v in (d.get("verify_bypass") or {}).items()}
     ths = ", ".join(f"{c} {t:g}" + (f" ({src[c]})" if c in src else "")
-                    + (f", verified at {verify[c]:g}" if c in verify else "") for c, t in info["thresholds"].items())
+                    + (f", verified at {verify[c]:g}" if c in verify else "")
+                    + (f" unless scoring {bypass[c]:g}" if c in bypass else "") for c, t in info["thresholds"].items())
     return f"detectors: {dets}; thresholds: {ths or 'none'}"
 
 

@@ -54,6 +54,10 @@ def detection_key(info: Mapping[str, Any], cls: str) -> str:
     verify = [d["verify"][cls] for d in info["detectors"] if cls in (d.get("verify") or {})]
     if verify:
         blob["verify"] = verify
+    # And the detector score that skips the verifier (ClassHead.verify_bypass), where there is one.
+    bypass = [d["verify_bypass"][cls] for d in info["detectors"] if cls in (d.get("verify_bypass") or {})]
+    if bypass:
+        blob["verify_bypass"] = bypass
     # And only with a zoom-out pass for the class (redact/centernet.py ClassHead.zoom_out).
     zoom = [d["zoom_out"][cls] for d in info["detectors"] if cls in (d.get("zoom_out") or {})]
     if zoom:

@@ -5,9 +5,10 @@ signs, foliage and shop lettering: redact/models/MODEL_CARD.md), so no single th
 both recall and few false boxes. The detector therefore *proposes* at a low threshold and a
 verifier trained on the detector's own proposals decides, seeing each candidate at a fixed
 size with its surroundings (``crops``). The verifier's file states, per detector file it was
-calibrated with (by sha256), the proposal threshold and its own threshold
-(``streetveil.verify.<sha256>`` = ``"<proposal> <verify>"``); a detector it was not calibrated
-with gets no verifier unless the config names both thresholds.
+calibrated with (by sha256), the proposal threshold, its own threshold and, optionally, the
+detector score from which a candidate is kept without a second look (``streetveil.verify.<sha256>``
+= ``"<proposal> <verify> [<bypass>]"``); a detector it was not calibrated with gets no verifier
+unless the config names the thresholds.
 """
 
 from __future__ import annotations
@@ -72,22 +73,36 @@ def crops(rgb: np.ndarray, boxes: np.ndarray, size: tuple[int, int] = CROP_SIZE,
 @dataclass(frozen=True, slots=True)
 class Calibration:
     """Thresholds for one detector file: it proposes at ``proposal``, a proposal is kept when
-    the verifier scores it at ``verify`` or more."""
+    the verifier scores it at ``verify`` or more, or when the detector itself scores it at
+    ``bypass`` or more (None: every proposal is verified). The bypass is for robustness: the
+    verifier vetoes plates unlike its training data (other renderers, loose boxes at dusk)
+    that the detector is sure of, while what it is there to remove (lettering, lights,
+    texture) mostly scores low."""
 
     proposal: float
     verify: float
+    bypass: float | None = None
 
     def __post_init__(self) -> None:
         if not (0 < self.proposal < 1 and 0 <= self.verify < 1):
             raise ValueError(f"verifier thresholds out of range: {self.proposal}, {self.verify}")
+        if self.bypass is not None and not self.proposal < self.bypass <= 1:
+            raise ValueError(f"verifier bypass {self.bypass} must be in ({self.proposal}, 1]")
 
     def encode(self) -> str:
-        return f"{self.proposal:.3f} {self.verify:.3f}"
+        return f"{self.proposal:.3f} {self.verify:.3f}" + ("" if self.bypass is None else f" {self.bypass:.3f}")
 
     @classmethod
     def decode(cls, raw: str) -> Calibration:
-        a, b = raw.split()
-        return cls(float(a), float(b))
+        a, b, *c = raw.split()
+        if len(c) > 1:
+            raise ValueError(f"{raw!r}: more than three thresholds")
+        return cls(float(a), float(b), float(c[0]) if c else None)
+
+    def keep(self, score: np.ndarray, verified: np.ndarray) -> np.ndarray:
+        """Which proposals (detector ``score`` >= ``proposal``, verifier score ``verified``) stay."""
+        by_detector = score >= self.bypass if self.bypass is not None and self.bypass < 1 else np.zeros(len(score), bool)
+        return (score >= self.proposal) & ((verified >= self.verify) | by_detector)
 
 
 def stated_calibration(metadata: Mapping[str, str], detector_sha256: str, source: Path) -> Calibration | None:
@@ -100,7 +115,7 @@ def stated_calibration(metadata: Mapping[str, str], detector_sha256: str, source
         return Calibration.decode(raw)
     except ValueError:
         raise ModelError(f"{source}: metadata {META_PREFIX}{detector_sha256[:12]}... is {raw!r}, "
-                         "not two thresholds") from None
+                         "not two or three thresholds") from None
 
 
 class PlateVerifier:

@@ -84,7 +84,7 @@ def main() -> int:
                   f"{cov.get('mean', '-')} (>=95%: {cov.get('share_ge95', '-')})", flush=True)
         out = {"threshold": thr, "scenes": len(scenes), "merge": a.merge, "scales": rows}
     else:
-        verifier = None
+        verifier, bypass = None, None
         thr = a.threshold
         if a.verify:
             from redact.config import DetectorSection
@@ -94,13 +94,13 @@ def main() -> int:
             prec = "int8" if a.model.name.endswith("-int8.onnx") else "fp32"
             cal = plate_verification(DetectorSection(plate_verify="on", precision=prec))
             assert cal is not None
-            verifier = (VERIFIER_MODEL, cal.verify)
+            verifier, bypass = (VERIFIER_MODEL, cal.verify), cal.bypass
             thr = thr or cal.proposal
         # The detector alone's threshold: behind a verifier only its boxes grow a box (engine).
         alone = a.threshold or streetveil_plate_threshold(a.model)
         thr = thr or alone
         out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out,
-                              union=a.merge == "union", grow_min=alone if verifier else 0.0)
+                              union=a.merge == "union", grow_min=alone if verifier else 0.0, bypass=bypass)
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:
                 cov = d.get("coverage_ge64") or {}

@@ -112,10 +112,41 @@ def test_calibration_keeps_recall_and_drops_what_only_the_verifier_rejects() -> 
 
 def test_calibration_round_trips_and_rejects_nonsense() -> None:
     assert Calibration.decode(Calibration(0.12, 0.35).encode()) == Calibration(0.12, 0.35)
+    assert Calibration.decode(Calibration(0.12, 0.5, 0.45).encode()) == Calibration(0.12, 0.5, 0.45)
+    assert Calibration.decode("0.120 0.500").bypass is None  # files written before the bypass
     with pytest.raises(ValueError):
         Calibration(0.0, 0.5)
     with pytest.raises(ValueError):
         Calibration.decode("0.1")
+    with pytest.raises(ValueError):
+        Calibration.decode("0.1 0.5 0.6 0.7")
+    with pytest.raises(ValueError, match="bypass"):
+        Calibration(0.2, 0.5, 0.15)  # below the proposal threshold: nothing would be verified
+
+
+def test_a_bypass_keeps_what_the_detector_is_sure_of_and_verifies_the_rest() -> None:
+    score = np.array([0.10, 0.15, 0.30, 0.60, 0.90], np.float32)
+    verified = np.array([0.9, 0.1, 0.1, 0.1, 0.9], np.float32)
+    assert Calibration(0.12, 0.5).keep(score, verified).tolist() == [False, False, False, False, True]
+    assert Calibration(0.12, 0.5, 0.5).keep(score, verified).tolist() == [False, False, False, True, True]
+    assert Calibration(0.12, 0.5, 1.0).keep(score, verified).tolist() == [False, False, False, False, True]
+
+
+def test_the_bypass_is_the_lowest_that_adds_almost_no_false_boxes() -> None:
+    """A plate the verifier vetoes scores 0.55 with the detector, a false box 0.32: from 0.35
+    up the bypass finds the plate again without the false box; 0.25 and 0.30 would keep the
+    false box in every scene (1 per scene, over BYPASS_FALSE)."""
+    z = np.zeros((0, 4), np.float32)
+    gt = np.array([[100, 100, 180, 140], [300, 100, 380, 140]], np.float32)
+    dets = np.array([[100, 100, 180, 140], [300, 100, 380, 140], [500, 500, 580, 540]], np.float32)
+    rows = [(gt, z, z, dets, np.array([0.4, 0.55, 0.32], np.float32), np.array([0.9, 0.1, 0.1], np.float32))] * 4
+    cal, table = tv.choose_bypass(rows, Calibration(0.12, 0.5))
+    assert cal == Calibration(0.12, 0.5, 0.35)
+    assert table["none"]["recall_ge16"] == 0.5 and table["0.35"]["recall_ge16"] == 1.0
+    assert table["0.30"]["false_per_image"] == 1.0 and table["0.35"]["false_per_image"] == 0.0
+    # When every bypass adds false boxes, none is chosen.
+    rows = [(gt, z, z, dets, np.array([0.9, 0.9, 0.9], np.float32), np.array([0.9, 0.9, 0.1], np.float32))] * 4
+    assert tv.choose_bypass(rows, Calibration(0.12, 0.5))[0].bypass is None
 
 
 def test_train_export_round_trip(shared: Path, tmp_path: Path) -> None:
@@ -156,7 +187,18 @@ def test_config_resolves_verification(tmp_path: Path) -> None:
     own = plate_verification(DetectorSection(plate_verify="on"))
     assert own is not None
     assert plate_verification(DetectorSection(plate_verify="on", backend="centerface")) is None
-    assert plate_verification(DetectorSection(plate_verify="on", plate_threshold=0.3)) == Calibration(0.3, own.verify)
+    assert plate_verification(DetectorSection(plate_verify="on", plate_threshold=0.3)) == \
+        Calibration(0.3, own.verify, own.bypass)
+    asked_bypass = plate_verification(DetectorSection(plate_verify="on", plate_verify_bypass=0.9))
+    assert asked_bypass is not None and asked_bypass.bypass == 0.9
+    # Unset, the bypass stays out of the config key (the verifier file's hash covers it), so
+    # configs keep the keys they had before the setting existed.
+    from pipeline.plan import redact_key
+
+    def key(**det: object) -> str:
+        return redact_key(RedactConfig.model_validate({"detector": {"plate_verify": "on", **det}}))
+
+    assert key() == key(plate_verify_bypass=None) != key(plate_verify_bypass=0.9)
     # Weights the verifier was never calibrated with: refused unless a threshold is given.
     m = onnx.load(str(STREETVEIL_MODEL))
     m.metadata_props.add(key="test.note", value="another file")
@@ -241,6 +283,41 @@ def test_vetoed_plates_are_what_verification_took_from_the_detector_alone(shared
         vetoed += len(veto)
         assert len(off.detect_with_vetoes(img)[1]) == 0
     assert vetoed >= 5  # the detector alone keeps 4-5 false boxes per held-out frame
+
+
+def test_the_engine_keeps_candidates_scoring_the_bypass_unverified(shared: Path) -> None:
+    """With ``plate_verify_bypass`` every plate box the detector alone finds at that score or
+    more stays, whatever the verifier says; at 1 (verify everything) some of those are vetoed
+    on held-out frames, so the bypass is what keeps them. It reaches the run record and the
+    recall key."""
+    from redact.boxes import iou_matrix
+    from redact.engine import Redactor, info_line
+    from redact.recall import detection_key
+
+    _, val = data.time_split(data.load_dashcam(shared / "plates-dashcam-ro"))
+    b = 0.3
+    bypass, every, alone = (Redactor(RedactConfig(detector=DetectorSection(**kw)), threads=1) for kw in
+                            ({"plate_verify": "on", "plate_verify_bypass": b},
+                             {"plate_verify": "on", "plate_verify_bypass": 1.0}, {}))
+    assert bypass.info["detectors"][0]["verify_bypass"] == {"plate": b}
+    assert "verify_bypass" not in every.info["detectors"][0] and "unless scoring 0.3" in info_line(bypass.info)
+    assert detection_key(bypass.info, "plate") != detection_key(every.info, "plate")
+    sure, vetoed_when_verified = 0, 0
+    for f in val[::5]:
+        img = data.read_rgb(f.path)
+        a = alone.detectors[0](img).of("plate")
+        sure_boxes = np.array(a.xyxy)[np.array(a.score) >= b]
+        if not len(sure_boxes):
+            continue
+        sure += len(sure_boxes)
+        for r, name in ((bypass, "bypass"), (every, "every")):
+            kept = np.array(r.detectors[0](img).of("plate").xyxy).reshape(-1, 4)
+            hit = iou_matrix(sure_boxes, kept).max(1) > 0.99 if len(kept) else np.zeros(len(sure_boxes), bool)
+            if name == "bypass":
+                assert hit.all(), (f.key, sure_boxes[~hit])
+            else:
+                vetoed_when_verified += int((~hit).sum())
+    assert sure >= 20 and vetoed_when_verified >= 1, (sure, vetoed_when_verified)
 
 
 def test_a_missing_verifier_file_is_a_clear_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -132,12 +132,15 @@ class VerifiedRunner:
     ``verify``: the engine's plate path with verification on (the verifier judges the boxes
     as found, the kept ones are redacted as the runner grows them)."""
 
-    def __init__(self, runner: Runner, score_fn: Any, verify: float) -> None:
-        self.runner, self.score_fn, self.verify = runner, score_fn, verify
+    def __init__(self, runner: Runner, score_fn: Any, verify: float, bypass: float | None = None) -> None:
+        # bypass: proposals the detector scores at least this high are kept unverified.
+        self.runner, self.score_fn, self.verify, self.bypass = runner, score_fn, verify, bypass
 
     def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from redact.verify import Calibration
+
         found, shown, scores = self.runner.propose(rgb, threshold)
-        keep = self.score_fn(rgb, found) >= self.verify
+        keep = Calibration(threshold, self.verify, self.bypass).keep(scores, self.score_fn(rgb, found))
         return found[keep], shown[keep], scores[keep]
 
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

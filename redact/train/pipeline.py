@@ -175,11 +175,12 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
 def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
            verifier: tuple[Path, float] | None = None,
            extra: Mapping[str, list[data.Scene]] | None = None, zoom_out: float = 0.0,
-           union: bool = False, grow_min: float = 0.0) -> dict[str, Any]:
+           union: bool = False, grow_min: float = 0.0, bypass: float | None = None) -> dict[str, Any]:
     """Every validation number of the model card, at ``threshold`` (with ``verifier``: the
     verifier file and its threshold, proposals at ``threshold``; with ``zoom_out`` and
     ``union``: plus the engine's zoom-out pass at that scale and its union merge, growing
-    boxes only with boxes scoring ``grow_min`` or more, see evaluate.EngineRunner); ``extra``
+    boxes only with boxes scoring ``grow_min`` or more, see evaluate.EngineRunner; ``bypass``:
+    behind the verifier, the detector score from which a candidate is kept unverified); ``extra``
     scene sets are reported under ``ood/<name>`` too."""
     plate = evaluate.PlateRunner(onnx_path, threads)
     runner: evaluate.Runner = (evaluate.EngineRunner(plate, zoom_out, union, grow_min=grow_min)
@@ -187,10 +188,11 @@ def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: 
     if verifier is not None:
         from redact.verify import PlateVerifier
 
-        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1])
+        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1], bypass)
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     train_f, val_f = data.time_split(frames)
     res: dict[str, Any] = {"threshold": threshold, **({"verify": verifier[1]} if verifier else {}),
+                           **({"bypass": bypass} if verifier and bypass is not None else {}),
                            **({"zoom_out": zoom_out} if zoom_out else {}), **({"merge": "union"} if union else {})}
     t0 = time.time()
     res["dashcam_train"] = evaluate.evaluate_scenes(runner, real_scenes(train_f), threshold).as_dict()
@@ -319,10 +321,12 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
         # a separate run would give, so the scenes go through the model once.
         target = verify.tally(rows, own, 0.0).as_dict()
         cal, table = verify.calibrate(rows, target["recall_ge16"] or 0.0)
+        cal, bypass_table = verify.choose_bypass(rows, cal)
         cals[sha256_file(path)] = cal
         record_cal[name] = {"detector": path.name, "alone": {"threshold": own, **target},
                             "chosen": {"proposal": cal.proposal, "verify": cal.verify,
-                                       **table[f"{cal.proposal:.2f}/{cal.verify:.2f}"]}, "table": table}
+                                       **table[f"{cal.proposal:.2f}/{cal.verify:.2f}"]},
+                            "bypass": {"chosen": cal.bypass, "table": bypass_table}, "table": table}
         log.info("calibration %s: alone %s; chosen %s", name, record_cal[name]["alone"], record_cal[name]["chosen"])
     tmp.unlink()
     verify.export(net, cfg.out, cals, training)
@@ -338,6 +342,6 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
         for name, path in detectors.items():
             cal = cals[sha256_file(path)]
             record["validation"][name] = report(path, cfg.shared, cal.proposal, cfg.seed, cfg.eval_threads,
-                                                verifier=(cfg.out, cal.verify), extra=extra)
+                                                verifier=(cfg.out, cal.verify), extra=extra, bypass=cal.bypass)
             cfg.report.write_text(json.dumps(record, indent=1, default=str))
     return record

@@ -38,6 +38,13 @@ PROPOSALS = (0.10, 0.12, 0.15, 0.20, 0.25)
 # plates unlike its training data (v2 calibrated at 0.80: demo sample 0.73, flat car paints
 # 0.43-0.77, against 1.00 for the detector alone).
 VERIFY_GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.51, 0.05))
+# The bypass (Calibration.bypass): the lowest detector score on this grid from which keeping a
+# proposal unverified adds at most BYPASS_FALSE false boxes per scene and BYPASS_SIGNS signs on
+# the calibration scenes. What it buys is robustness the calibration scenes cannot show
+# (plates unlike the verifier's training data, which the detector is sure of), so it may cost
+# little there.
+BYPASS_GRID = tuple(round(t, 2) for t in np.arange(0.25, 0.61, 0.05))
+BYPASS_FALSE, BYPASS_SIGNS = 0.15, 3
 VIDEO_STEP = 6  # every 6th frame of the plate-free videos
 RECOLOUR = 0.5  # share of close-ups (either label) whose surroundings get another colour
 
@@ -359,10 +366,35 @@ def scene_rows(runner: evaluate.PlateRunner, score_fn: Any, scenes: list[data.Sc
     return out
 
 
-def tally(rows: list[Row], proposal: float, verify: float) -> evaluate.Tally:
-    """``evaluate.tally_at`` of the proposals the verifier keeps at ``verify``."""
-    return evaluate.tally_at([(gt, extra, signs, dets[v >= verify], s[v >= verify])
-                              for gt, extra, signs, dets, s, v in rows], proposal)
+def tally(rows: list[Row], proposal: float, verify: float, bypass: float | None = None) -> evaluate.Tally:
+    """``evaluate.tally_at`` of the proposals kept at ``verify`` (and ``bypass``, see
+    Calibration.keep)."""
+    cal = Calibration(proposal, verify, bypass)
+    kept = [(gt, extra, signs, dets[k], s[k]) for gt, extra, signs, dets, s, v in rows
+            for k in [cal.keep(s, v)]]
+    return evaluate.tally_at(kept, proposal)
+
+
+def choose_bypass(rows: list[Row], cal: Calibration) -> tuple[Calibration, dict[str, Any]]:
+    """``cal`` with the lowest BYPASS_GRID score whose false boxes and signs on ``rows`` stay
+    within BYPASS_FALSE / BYPASS_SIGNS of verifying everything (unchanged when none does),
+    and the table behind it."""
+    base = tally(rows, cal.proposal, cal.verify)
+    table: dict[str, Any] = {"none": _row(base)}
+    chosen = cal
+    for b in BYPASS_GRID:
+        t = tally(rows, cal.proposal, cal.verify, b)
+        table[f"{b:.2f}"] = _row(t)
+        if (chosen.bypass is None and t.false <= base.false + BYPASS_FALSE * t.images
+                and t.signs_hit <= base.signs_hit + BYPASS_SIGNS):
+            chosen = Calibration(cal.proposal, cal.verify, b)
+    return chosen, table
+
+
+def _row(t: evaluate.Tally) -> dict[str, Any]:
+    d = t.as_dict()
+    return {"recall_ge16": d["recall_ge16"], "recall_8_16": d["recall_8_16"], "false_per_image": d["false_per_image"],
+            "signs_detected": t.signs_hit}
 
 
 def calibrate(rows: list[Row], target: float) -> tuple[Calibration, dict[str, Any]]:
