@@ -498,7 +498,7 @@ def render(rv: SessionReview, *, publish_path: str = "PUBLISH_DIR") -> str:
         "detectors": e(", ".join(f"{d.get('name')} {d.get('version')}" for d in det) or "unknown"),
         "thresholds": e(", ".join(f"{k} {v:g}" for k, v in sorted(rv.thresholds.items())) or "unknown"),
         "low_margin": e(" / ".join(f"{m:g} ({c})" for c, m in margins.items())
-                        if len(set(margins.values())) > 1 else f"{rv.options.low_margin:g}"),
+                        if len(set(margins.values())) > 1 else f"{next(iter(margins.values())):g}"),
         **{f"low_margin_{c}": e(f"{m:g}") for c, m in margins.items()},
         "busy_window": str(rv.options.busy_window),
         "busy_min": str(rv.options.busy_min),

@@ -194,11 +194,20 @@ def plate_verification(cfg: DetectorSection) -> Calibration | None:
             raise ModelError(f"plate_verify = \"on\": the plate verifier {VERIFIER_MODEL.name} was not calibrated "
                              f"for {run_file}; set plate_verify_threshold (and measure recall), or rebuild the "
                              "verifier with python scripts/train_plates.py --verifier")
-        return Calibration(cfg.plate_threshold or streetveil_plate_threshold(run_file), cfg.plate_verify_threshold,
-                           cfg.plate_verify_bypass)
-    return Calibration(cfg.plate_threshold or own.proposal,
-                       cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify,
-                       cfg.plate_verify_bypass if cfg.plate_verify_bypass is not None else own.bypass)
+        proposal, verify, bypass = (cfg.plate_threshold or streetveil_plate_threshold(run_file),
+                                    cfg.plate_verify_threshold, None)
+    else:
+        proposal = cfg.plate_threshold or own.proposal
+        verify = cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify
+        # A proposal threshold set at or above the calibrated bypass: every proposal is verified.
+        bypass = own.bypass if own.bypass is not None and own.bypass > proposal else None
+    if cfg.plate_verify_bypass is not None:
+        if cfg.plate_verify_bypass <= proposal:
+            raise ModelError(f"plate_verify_bypass = {cfg.plate_verify_bypass:g} is not above the plate proposal "
+                             f"threshold {proposal:g} (plate_threshold, or the verifier's calibration): every "
+                             "candidate would skip the verifier; raise it, or leave plate_verify_bypass unset")
+        bypass = cfg.plate_verify_bypass
+    return Calibration(proposal, verify, bypass)
 
 
 def unverified_plate_threshold(cfg: DetectorSection) -> float:

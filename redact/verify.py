@@ -101,8 +101,9 @@ class Calibration:
 
     def keep(self, score: np.ndarray, verified: np.ndarray) -> np.ndarray:
         """Which proposals (detector ``score`` >= ``proposal``, verifier score ``verified``) stay."""
-        by_detector = score >= self.bypass if self.bypass is not None and self.bypass < 1 else np.zeros(len(score), bool)
-        return (score >= self.proposal) & ((verified >= self.verify) | by_detector)
+        sure = (score >= self.bypass if self.bypass is not None and self.bypass < 1
+                else np.zeros(len(score), bool))
+        return (score >= self.proposal) & ((verified >= self.verify) | sure)
 
 
 def stated_calibration(metadata: Mapping[str, str], detector_sha256: str, source: Path) -> Calibration | None:

@@ -278,7 +278,13 @@ def test_each_class_can_have_its_own_low_confidence_margin(published: tuple[Path
     cards = {str(c["data-frame"]): str(c.get("data-flags")).split() for c in d.cards}
     assert {f for f, fl in cards.items() if "lowconf-face" in fl} == want[0]
     assert {f for f, fl in cards.items() if "lowconf-plate" in fl} == want[1]
-    assert 'less than 0.6 above the face threshold' in out.read_text()
+    page = out.read_text()
+    assert "less than 0.6 above the face threshold" in page and "less than 0.01 above the plate threshold" in page
+    assert "less than 0.6 (face) / 0.01 (plate) above its class threshold" in page
+    # Both classes given the same margin, other than --low-margin: the union filter says that one.
+    r = run_cli("review", str(sdir), "--out", str(out), "--low-margin-face", "0.05", "--low-margin-plate", "0.05")
+    assert r.returncode == 0, r.stderr
+    assert "less than 0.05 above its class threshold" in out.read_text()
     assert low_confidence([0.36, 0.31], [0, 1], {"face": 0.35, "plate": 0.3}, {"face": 0.15, "plate": 0.005}) \
         == ("face",)
     with pytest.raises(ValueError, match="low_margin_plate"):

@@ -133,9 +133,10 @@ def test_a_bypass_keeps_what_the_detector_is_sure_of_and_verifies_the_rest() -> 
 
 
 def test_the_bypass_is_the_lowest_that_adds_almost_no_false_boxes() -> None:
-    """A plate the verifier vetoes scores 0.55 with the detector, a false box 0.32: from 0.35
-    up the bypass finds the plate again without the false box; 0.25 and 0.30 would keep the
-    false box in every scene (1 per scene, over BYPASS_FALSE)."""
+    """A plate the verifier vetoes scores 0.55 with the detector, a false box 0.32: a bypass of
+    0.35 to 0.55 finds the plate again without the false box; 0.25 and 0.30 would keep the
+    false box in every scene (1 per scene, over BYPASS_FALSE). Signs count too, and a bypass
+    is never at or below the proposal threshold."""
     z = np.zeros((0, 4), np.float32)
     gt = np.array([[100, 100, 180, 140], [300, 100, 380, 140]], np.float32)
     dets = np.array([[100, 100, 180, 140], [300, 100, 380, 140], [500, 500, 580, 540]], np.float32)
@@ -147,6 +148,17 @@ def test_the_bypass_is_the_lowest_that_adds_almost_no_false_boxes() -> None:
     # When every bypass adds false boxes, none is chosen.
     rows = [(gt, z, z, dets, np.array([0.9, 0.9, 0.9], np.float32), np.array([0.9, 0.9, 0.1], np.float32))] * 4
     assert tv.choose_bypass(rows, Calibration(0.12, 0.5))[0].bypass is None
+    # A sign scoring 0.38 in each of 4 scenes: 4 more signs (over BYPASS_SIGNS) below 0.40. Its
+    # false boxes alone (1 in 5 scenes: 0.2 per scene) would also be over BYPASS_FALSE, so the
+    # scenes carry enough plain frames to keep that under the limit.
+    sign = np.array([[500, 500, 580, 540]], np.float32)
+    signs_rows = [(z, z, sign, sign, np.array([0.38], np.float32), np.array([0.1], np.float32))] * 4
+    plain = [(z, z, z, z, np.zeros(0, np.float32), np.zeros(0, np.float32))] * 40
+    cal, table = tv.choose_bypass(signs_rows + plain, Calibration(0.12, 0.5))
+    assert cal.bypass == 0.4 and table["0.35"]["signs_detected"] == 4
+    # A calibrated proposal threshold of 0.25 (on the grid): the bypass starts above it.
+    _, table = tv.choose_bypass(rows, Calibration(0.25, 0.5))
+    assert "0.25" not in table and "0.30" in table
 
 
 def test_train_export_round_trip(shared: Path, tmp_path: Path) -> None:
@@ -187,18 +199,23 @@ def test_config_resolves_verification(tmp_path: Path) -> None:
     own = plate_verification(DetectorSection(plate_verify="on"))
     assert own is not None
     assert plate_verification(DetectorSection(plate_verify="on", backend="centerface")) is None
-    assert plate_verification(DetectorSection(plate_verify="on", plate_threshold=0.3)) == \
-        Calibration(0.3, own.verify, own.bypass)
+    assert own.bypass == 0.5  # the shipped file states a bypass (MODEL_CARD.md, "The bypass")
+    assert plate_verification(DetectorSection(plate_verify="on", plate_threshold=0.3)) == Calibration(0.3, own.verify, 0.5)
+    # A proposal threshold at or above the calibrated bypass: every proposal verified, as before the bypass.
+    assert plate_verification(DetectorSection(plate_verify="on", plate_threshold=0.5)) == Calibration(0.5, own.verify)
     asked_bypass = plate_verification(DetectorSection(plate_verify="on", plate_verify_bypass=0.9))
     assert asked_bypass is not None and asked_bypass.bypass == 0.9
-    # Unset, the bypass stays out of the config key (the verifier file's hash covers it), so
-    # configs keep the keys they had before the setting existed.
+    with pytest.raises(ModelError, match=r"plate_verify_bypass = 0.1 is not above the plate proposal threshold 0.12"):
+        plate_verification(DetectorSection(plate_verify="on", plate_verify_bypass=0.1))
+    # Unset, the bypass stays out of the config key (the verifier file's hash covers it): the
+    # key of a verified config is the one it had before the setting existed (computed at 3d4952b).
     from pipeline.plan import redact_key
 
     def key(**det: object) -> str:
         return redact_key(RedactConfig.model_validate({"detector": {"plate_verify": "on", **det}}))
 
-    assert key() == key(plate_verify_bypass=None) != key(plate_verify_bypass=0.9)
+    assert key() == "c23025a630770190013a5ee4c0154aec6174e7f26f522fe8a34f031d673d6d91"
+    assert key() != key(plate_verify_bypass=0.9)
     # Weights the verifier was never calibrated with: refused unless a threshold is given.
     m = onnx.load(str(STREETVEIL_MODEL))
     m.metadata_props.add(key="test.note", value="another file")

@@ -29,6 +29,7 @@ from redact.boxes import (
 from redact.centernet import ZOOM_MIN_NET_PX, union_rows
 from redact.evaluate import match
 from redact.train.data import HEIGHT_BANDS, Scene, band_name
+from redact.verify import Calibration
 
 MATCH_IOU = 0.3
 
@@ -137,10 +138,10 @@ class VerifiedRunner:
         self.runner, self.score_fn, self.verify, self.bypass = runner, score_fn, verify, bypass
 
     def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from redact.verify import Calibration
-
         found, shown, scores = self.runner.propose(rgb, threshold)
-        keep = Calibration(threshold, self.verify, self.bypass).keep(scores, self.score_fn(rgb, found))
+        # As the engine: a bypass at or below the proposal threshold verifies everything.
+        bypass = self.bypass if self.bypass is not None and self.bypass > threshold else None
+        keep = Calibration(threshold, self.verify, bypass).keep(scores, self.score_fn(rgb, found))
         return found[keep], shown[keep], scores[keep]
 
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -382,7 +382,7 @@ def choose_bypass(rows: list[Row], cal: Calibration) -> tuple[Calibration, dict[
     base = tally(rows, cal.proposal, cal.verify)
     table: dict[str, Any] = {"none": _row(base)}
     chosen = cal
-    for b in BYPASS_GRID:
+    for b in (b for b in BYPASS_GRID if b > cal.proposal):
         t = tally(rows, cal.proposal, cal.verify, b)
         table[f"{b:.2f}"] = _row(t)
         if (chosen.bypass is None and t.false <= base.false + BYPASS_FALSE * t.images
