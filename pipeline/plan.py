@@ -43,9 +43,9 @@ def redact_key(cfg: BaseModel) -> str:
     (the weights themselves are covered by the model hash) and thread counts; and without
     ``plate_zoom_out`` and ``plate_merge`` where they change nothing (off / nms, or not the
     streetveil plate head), ``refine_px`` where it is the 40 px every close-up had before
-    it was a setting (or there is no close-up), and ``plate_verify_bypass`` when unset, so
-    those configs keep the keys, caches and unblur requests they had before the fields
-    existed."""
+    it was a setting (or there is no close-up), and ``plate_verify_bypass`` when unset or
+    verification is off, so those configs keep the keys, caches and unblur requests they had
+    before the fields existed."""
     d = cfg.model_dump(mode="python")
     det = getattr(cfg, "detector", None)
     if det is not None and (not det.refine or det.refine_px == REFINE_PX):
@@ -54,7 +54,8 @@ def redact_key(cfg: BaseModel) -> str:
         d["detector"].pop("plate_zoom_out", None)
     if det is not None and det.resolved_plate_merge() == "nms":
         d["detector"].pop("plate_merge", None)
-    if det is not None and det.plate_verify_bypass is None:  # calibrated: in the verifier file's hash
+    # Unset (calibrated: in the verifier file's hash) or without verification, it changes nothing.
+    if det is not None and (det.plate_verify_bypass is None or det.plate_verify == "off"):
         d["detector"].pop("plate_verify_bypass", None)
     blob = json.dumps(_strip(d), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

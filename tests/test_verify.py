@@ -216,6 +216,7 @@ def test_config_resolves_verification(tmp_path: Path) -> None:
 
     assert key() == "c23025a630770190013a5ee4c0154aec6174e7f26f522fe8a34f031d673d6d91"
     assert key() != key(plate_verify_bypass=0.9)
+    assert key(plate_verify="off") == key(plate_verify="off", plate_verify_bypass=0.9)  # no verifier, no effect
     # Weights the verifier was never calibrated with: refused unless a threshold is given.
     m = onnx.load(str(STREETVEIL_MODEL))
     m.metadata_props.add(key="test.note", value="another file")
