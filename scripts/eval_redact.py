@@ -22,8 +22,8 @@ default configuration and of every variant run with it to
 run's setups only), from where every Redactor with one of those detection setups puts them
 into ``Redactor.info``, and so into ``streetveil redact``'s summary and the nightly run
 record. The shipped file: ``--record --variant fp32=precision=fp32 --variant verified=plate_verify=on
---variant nozoom=plate_zoom_out=0 --variant nomerge=plate_merge=nms
---variant nozoom_nms=plate_zoom_out=0,plate_merge=nms``.
+--variant verified_all=plate_verify=on,plate_verify_bypass=1 --variant nozoom=plate_zoom_out=0
+--variant nomerge=plate_merge=nms --variant nozoom_nms=plate_zoom_out=0,plate_merge=nms``.
 """
 
 from __future__ import annotations

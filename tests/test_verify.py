@@ -321,6 +321,8 @@ def test_the_engine_keeps_candidates_scoring_the_bypass_unverified(shared: Path)
     assert bypass.info["detectors"][0]["verify_bypass"] == {"plate": b}
     assert "verify_bypass" not in every.info["detectors"][0] and "unless scoring 0.3" in info_line(bypass.info)
     assert detection_key(bypass.info, "plate") != detection_key(every.info, "plate")
+    # Verifying every candidate is a recorded setup (eval_redact.py's verified_all); 0.3 is not.
+    assert every.info["measured_recall"]["plate"] and bypass.info["measured_recall"]["plate"] is None
     sure, vetoed_when_verified = 0, 0
     for f in val[::5]:
         img = data.read_rgb(f.path)
