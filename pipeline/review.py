@@ -236,6 +236,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
     records = audit.read_records(sdir / audit.AUDIT_FILE)
     run = basis_run(records) or {}
     thresholds = {k: float(v) for k, v in ((run.get("detectors") or {}).get("thresholds") or {}).items()}
+    margins = opts.margins()
     verified = any(d.get("verify") for d in (run.get("detectors") or {}).get("detectors") or [])
     params = _params_of(run)
     latest = audit.latest_frame_records(records)
@@ -304,7 +305,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         if entry is not None:
             fv.own = sum(not d.get("carried") for d in entry["detections"])
             oxy, osc, ocl = arrays(dict(zip(("xyxy", "score", "cls"), qadata.own_detections(entry), strict=True)))
-            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.margins())
+            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, margins)
             for kind in ("detected", "carried"):
                 outline(fv, kind, *listed([d for d in entry["detections"] if not d.get("unblurred")
                                            and bool(d.get("carried")) == (kind == "carried")]))
@@ -314,7 +315,7 @@ def collect(sdir: Path, opts: ReviewOptions | None = None) -> SessionReview:
         elif own is not None:
             oxy, osc, ocl = arrays(own)
             fv.own = len(osc)
-            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, opts.margins())
+            fv.low_conf = low_confidence(osc.tolist(), ocl.tolist(), thresholds, margins)
             neigh = [dets.get(order[j]["frame_id"]) for j in neighbour_order(i, len(order), k)]
             cxy, csc, ccl = carry_boxes(oxy, ocl, [arrays(d) for d in neigh if d is not None], expand=expand,
                                         width=w, height=h)

@@ -117,7 +117,8 @@ class ClassHead:
     # Verification (redact/verify.py): a candidate at or above ``threshold`` is kept only when
     # the detector's verifier scores its close-up at ``verify`` or more.
     verify: float | None = None
-    # ...unless the detector scores it at ``verify_bypass`` or more (None or 1: never).
+    # ...unless the detector scores it at ``verify_bypass`` or more (None: never;
+    # redact.verify.Calibration.skip_from).
     verify_bypass: float | None = None
     # The class's threshold without verification: vetoed candidates scoring below it are not
     # reported (``detect_with_vetoes``), since unverified they would not be redacted either.
@@ -308,7 +309,7 @@ class CenterNetDetector:
             if hd.verify is not None and final.any():
                 assert self.verifier is not None
                 idx = np.flatnonzero(final)
-                if hd.verify_bypass is not None and hd.verify_bypass < 1:
+                if hd.verify_bypass is not None:
                     idx = idx[score[idx] < hd.verify_bypass]  # kept on the detector's word
                 veto = idx[self.verifier(rgb, xyxy[idx]) < hd.verify] if idx.size else idx
                 final[veto] = False

@@ -87,8 +87,7 @@ def describe(det: Detector) -> dict[str, Any]:
            else {}),
         # The detector scores from which those classes skip the verifier (ClassHead.verify_bypass).
         **({"verify_bypass": b} if (b := {h.name: h.verify_bypass for h in getattr(det, "heads", ())
-                                          if h.verify is not None and h.verify_bypass is not None
-                                          and h.verify_bypass < 1}) else {}),
+                                          if h.verify is not None and h.verify_bypass is not None}) else {}),
         # The thresholds those classes would have unverified: what the QA data's vetoed
         # candidates (Redactor.detect_with_vetoes) scored at least.
         **({"unverified": u} if (u := {h.name: h.unverified for h in getattr(det, "heads", ())
@@ -418,7 +417,7 @@ def build_streetveil(cfg: DetectorSection, threads: int, wrap: bool, classes: Se
     heads = tuple(face_head(cfg) if c == "face" else
                   ClassHead("plate", verification.proposal if verification else plate_threshold(cfg),
                             verify=verification.verify if verification else None,
-                            verify_bypass=verification.bypass if verification else None,
+                            verify_bypass=verification.skip_from if verification else None,
                             unverified=unverified_plate_threshold(cfg) if verification else None,
                             zoom_out=cfg.resolved_plate_zoom_out(),
                             union=cfg.resolved_plate_merge() == "union")

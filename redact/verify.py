@@ -99,10 +99,15 @@ class Calibration:
             raise ValueError(f"{raw!r}: more than three thresholds")
         return cls(float(a), float(b), float(c[0]) if c else None)
 
+    @property
+    def skip_from(self) -> float | None:
+        """The detector score from which a proposal skips the verifier; None when none does
+        (no bypass, or 1: verify every candidate)."""
+        return self.bypass if self.bypass is not None and self.bypass < 1 else None
+
     def keep(self, score: np.ndarray, verified: np.ndarray) -> np.ndarray:
         """Which proposals (detector ``score`` >= ``proposal``, verifier score ``verified``) stay."""
-        sure = (score >= self.bypass if self.bypass is not None and self.bypass < 1
-                else np.zeros(len(score), bool))
+        sure = score >= self.skip_from if self.skip_from is not None else np.zeros(len(score), bool)
         return (score >= self.proposal) & ((verified >= self.verify) | sure)
 
 
