@@ -88,6 +88,19 @@ def test_training_is_reproducible_with_a_fixed_seed(tiny_cache: Path) -> None:
     assert not all(np.array_equal(sa[k].numpy(), sc[k].numpy()) for k in sa)
 
 
+def test_a_resident_cache_trains_exactly_as_the_memory_maps(tiny_cache: Path) -> None:
+    """The GPU path copies the cache into the device's memory first (TrainConfig.resident);
+    forced here on the CPU, the batches and so the weights must be bit for bit those of the
+    memory-mapped path."""
+    a = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=2, batch=4, seed=3, resident=False))
+    b = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=2, batch=4, seed=3, resident=True))
+    sa, sb = a.plate.state_dict(), b.plate.state_dict()
+    assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    # and not trivially: training moved the weights away from their start
+    start = loop.train(tiny_cache, graph.centerface_path(), loop.TrainConfig(epochs=1, batch=12, seed=3, lr=1e-9))
+    assert not np.array_equal(sa["pw.weight"].numpy(), start.plate.state_dict()["pw.weight"].numpy())
+
+
 def test_int8_variant_trains_on_the_int8_taps_and_keeps_the_int8_face_path(
         tiny_cache: Path, shared: Path, tmp_path: Path) -> None:
     """--int8: the cache holds the taps the int8 backbone computes, training continues from the
