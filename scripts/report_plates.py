@@ -3,7 +3,7 @@
 calibration-scene comparison that chose the engine's zoom-out scale.
 
     python scripts/report_plates.py [--model redact/models/streetveil-fp-v1-int8.onnx]
-        [--threshold T] [--zoom-out 1/3] [--merge union] [--verify] [--json OUT]
+        [--threshold T] [--zoom-out 1/3] [--merge union] [--verify | --verifier V.onnx] [--json OUT]
     python scripts/report_plates.py --choose-zoom 1/2,2/5,1/3,1/4 [--merge union]
 
 The first form runs ``redact.train.pipeline.report`` (dashcam train/val, the synthetic
@@ -11,7 +11,9 @@ families and sign scenes on held-out frames, plate-free and out-of-distribution 
 8 min on 2 cores) at the model's calibrated threshold (its metadata) unless ``--threshold``,
 with the engine's zoom-out pass at ``--zoom-out`` (0 = none), its union merge of overlapping
 boxes with ``--merge union`` (the engine's default; ``nms``: the model as it is) and, with
-``--verify``, the plate verifier at the thresholds calibrated for the packaged model.
+``--verify``, the plate verifier at the thresholds calibrated for the packaged model (``--verifier``:
+a candidate verifier file instead, at the thresholds it states for ``--model``). The demo
+session's frames (``pipeline/sample.py``) are reported too, as ``ood/demo_sample``.
 ``--choose-zoom`` scores each scale (and none) on the calibration scenes, built on *training*
 frames only, and prints recall >= 16 px and >= 128 px, false detections per scene, signs hit
 and the coverage of plates >= 64 px (about 1 min per scale): the rule in MODEL_CARD.md takes
@@ -51,6 +53,8 @@ def main() -> int:
     p.add_argument("--merge", choices=("nms", "union"), default="nms",
                    help="how overlapping boxes merge (the engine's plate_merge; union is its default)")
     p.add_argument("--verify", action="store_true", help="with the packaged plate verifier")
+    p.add_argument("--verifier", type=Path, default=None,
+                   help="with this verifier file (its calibration for --model) instead of the packaged one")
     p.add_argument("--choose-zoom", default=None, metavar="S1,S2,...", help="compare scales on calibration scenes")
     p.add_argument("--seed", type=int, default=20261126)
     p.add_argument("--threads", type=int, default=2)
@@ -86,7 +90,20 @@ def main() -> int:
     else:
         verifier, bypass = None, None
         thr = a.threshold
-        if a.verify:
+        if a.verifier is not None:
+            from redact.centernet import sha256_file
+            from redact.errors import RedactError
+            from redact.verify import PlateVerifier
+
+            try:
+                cal = PlateVerifier(a.verifier).calibration(sha256_file(a.model))
+            except RedactError as e:
+                p.error(str(e))
+            if cal is None:
+                p.error(f"{a.verifier}: states no thresholds for {a.model.name}")
+            verifier, bypass = (a.verifier, cal.verify), cal.skip_from
+            thr = thr or cal.proposal
+        elif a.verify:
             from redact.config import DetectorSection
             from redact.detectors import plate_verification
             from redact.verify import VERIFIER_MODEL
@@ -99,8 +116,12 @@ def main() -> int:
         # The detector alone's threshold: behind a verifier only its boxes grow a box (engine).
         alone = a.threshold or streetveil_plate_threshold(a.model)
         thr = thr or alone
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from train_plates import demo_sample_scenes
+
         out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out,
-                              union=a.merge == "union", grow_min=alone if verifier else 0.0, bypass=bypass)
+                              union=a.merge == "union", grow_min=alone if verifier else 0.0, bypass=bypass,
+                              extra=demo_sample_scenes())
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:
                 cov = d.get("coverage_ge64") or {}
