@@ -11,10 +11,6 @@ by ``compose``. Real plate proportions (ISO/national specs) drive the layouts:
 - US 12x6 in (2:1), state name on top, varied colours and a slogan line.
 - Brazil Mercosur 400x130 mm (3.1:1), blue top band "BRASIL".
 - Two-line plates: motorcycles (EU, Japan, US) and square EU car plates.
-- "generic" (the plate verifier's training only, not the detector's nor a validation family):
-  plates of no one country: random proportions, colours, fonts, one or two lines, Latin with
-  now and then a Hangul or CJK character, so that "plate" is not learnt as "one of the
-  designs above".
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ from PIL import Image, ImageDraw
 from redact.train.fonts import LATIN_FONTS, font
 
 PLATE_FAMILIES = ("jp_private", "jp_commercial", "jp_kei", "jp_kei_commercial", "eu", "us", "br", "moto")
-GENERIC = "generic"
 SIGN_KINDS = ("street", "shop", "km_post", "round", "brake_light", "house_number", "price")
 
 RGB = tuple[int, int, int]
@@ -286,77 +281,8 @@ def render_moto(rng: np.random.Generator, h: int = 150) -> Sprite:
     return _finish(img, "moto", radius=h * 0.07)
 
 
-_GENERIC_FONTS = ("sans_bold", "sans", "mono_bold", "serif_bold", "cjk_bold", "cjk")
-_HANGUL = "가나다라마거너더러머버서어저고노도로모보소오조구누두루무부수우주하허호"
-_HANZI = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
-
-
-def _generic_text(rng: np.random.Generator) -> tuple[str, bool]:
-    """A registration of no one country, and whether it holds a CJK / Hangul character."""
-    alnum = string.ascii_uppercase + string.digits * 2
-    r = rng.random()
-    if r < 0.12:  # Korean style: 12가 3456
-        return f"{_digits(rng, int(rng.integers(2, 4)))}{_HANGUL[int(rng.integers(len(_HANGUL)))]} {_digits(rng, 4)}", True
-    if r < 0.22:  # Chinese style: 京A·12345
-        return f"{_HANZI[int(rng.integers(len(_HANZI)))]}{_letters(rng, 1)}·{_letters(rng, 5, alnum)}", True
-    sep = (" ", "-", "·", ".", "")[int(rng.integers(5))]
-    parts = [_letters(rng, int(rng.integers(2, 5)), (string.ascii_uppercase, string.digits, alnum)[int(rng.integers(3))])
-             for _ in range(int(rng.integers(2, 4)))]
-    return sep.join(parts), False
-
-
-def render_generic(rng: np.random.Generator, h: int = 110) -> Sprite:
-    """A plate of no one country (see the module doc)."""
-    aspect = float(rng.choice([rng.uniform(1.0, 1.4), rng.uniform(1.6, 2.3), rng.uniform(2.6, 3.6), rng.uniform(3.8, 5.2)],
-                              p=[0.15, 0.4, 0.2, 0.25]))
-    w = int(h * aspect)
-    r = rng.random()
-    if r < 0.55:  # light plate, dark lettering
-        bg, fg = _rand_colour(rng, 170, 256), _rand_colour(rng, 0, 90)
-    elif r < 0.8:  # dark plate, light lettering
-        bg, fg = _rand_colour(rng, 0, 110), _rand_colour(rng, 190, 256)
-    else:  # any colour, lettering black or white by its lightness
-        bg = _rand_colour(rng, 0, 256)
-        fg = (15, 15, 15) if sum(bg) > 380 else (240, 240, 240)
-    img = Image.new("RGBA", (w, h), (*bg, 255))
-    d = ImageDraw.Draw(img)
-    radius = h * float(rng.uniform(0, 0.12))
-    if rng.random() < 0.75:
-        d.rounded_rectangle((1, 1, w - 2, h - 2), radius=radius, outline=fg, width=max(1, int(h * rng.uniform(0.01, 0.04))))
-    x0, x1 = 0.05 * w, 0.95 * w
-    if aspect > 2.5 and rng.random() < 0.4:  # a side band with a code, as EU-like plates have
-        bw = float(rng.uniform(0.07, 0.12)) * w
-        side_left = rng.random() < 0.8
-        bx = (2, 2, bw, h - 3) if side_left else (w - bw, 2, w - 3, h - 3)
-        d.rectangle(bx, fill=_rand_colour(rng, 0, 256))
-        _put(img, _ink(_letters(rng, int(rng.integers(1, 4))), "sans_bold", 40, (255, 255, 255)),
-             (bx[0] + 0.1 * bw, 0.55 * h, bx[2] - 0.1 * bw, 0.88 * h), keep_aspect=True)
-        x0, x1 = (bw + 0.03 * w, 0.96 * w) if side_left else (0.04 * w, w - bw - 0.03 * w)
-    key = _GENERIC_FONTS[int(rng.integers(len(_GENERIC_FONTS)))]
-    text, cjk = _generic_text(rng)
-    while len(text) < 1.3 * aspect:  # lettering fills a plate: no two letters stretched over a wide one
-        text, cjk = _generic_text(rng)
-    if cjk and not key.startswith("cjk"):
-        key = "cjk_bold"
-    layout = int(rng.integers(3)) if aspect < 3.0 else 0
-    if layout == 0:  # one line
-        _put(img, _ink(text, key, 96, fg), (x0, 0.15 * h, x1, 0.85 * h))
-    elif layout == 1:  # a small line on top (region, state, country) and the registration
-        top = _letters(rng, int(rng.integers(3, 10)), string.ascii_uppercase + " " if rng.random() < 0.8 else string.digits)
-        _put(img, _ink(top.strip() or "A", key, 48, fg), (0.2 * w, 0.05 * h, 0.8 * w, 0.27 * h), keep_aspect=True)
-        _put(img, _ink(text, key, 96, fg), (x0, 0.32 * h, x1, 0.9 * h))
-    else:  # two lines of registration
-        a_, b_ = text[: len(text) // 2].strip() or text, text[len(text) // 2:].strip() or text
-        _put(img, _ink(a_, key, 96, fg), (x0, 0.08 * h, x1, 0.46 * h))
-        _put(img, _ink(b_, key, 96, fg), (x0, 0.54 * h, x1, 0.92 * h))
-    _bolts(d, w, h, rng)
-    return _finish(img, GENERIC, radius=radius)
-
-
 def render_plate(family: str, rng: np.random.Generator) -> Sprite:
-    """A clean plate sprite of ``family`` (one of PLATE_FAMILIES, or GENERIC)."""
-    if family == GENERIC:
-        return render_generic(rng)
+    """A clean plate sprite of ``family`` (one of PLATE_FAMILIES)."""
     if family.startswith("jp_"):
         return render_jp(family, rng)
     if family == "eu":
@@ -367,7 +293,7 @@ def render_plate(family: str, rng: np.random.Generator) -> Sprite:
         return render_br(rng)
     if family == "moto":
         return render_moto(rng)
-    raise ValueError(f"unknown plate family {family!r}; expected one of {(*PLATE_FAMILIES, GENERIC)}")
+    raise ValueError(f"unknown plate family {family!r}; expected one of {PLATE_FAMILIES}")
 
 
 # --- hard negatives: text and lights that are not plates --------------------------------------

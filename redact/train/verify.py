@@ -24,7 +24,7 @@ import numpy as np
 
 from redact.boxes import area, intersection_matrix, iou_matrix
 from redact.train import data, evaluate
-from redact.train.render import GENERIC, PLATE_FAMILIES
+from redact.train.render import PLATE_FAMILIES
 from redact.verify import CONTEXT, CROP_SIZE, META_PREFIX, Calibration, crop_window, crops
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,6 @@ VERIFY_GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.51, 0.05))
 BYPASS_GRID = tuple(round(t, 2) for t in np.arange(0.25, 0.61, 0.05))
 BYPASS_FALSE, BYPASS_SIGNS = 0.15, 3
 VIDEO_STEP = 6  # every 6th frame of the plate-free videos
-# Share of the synthetic scenes with plates of no one country (render.GENERIC): v2, trained on
-# the eight families' designs alone, vetoed plain plates of other designs it was not shown
-# (the demo sample's white "TOKYO 50 / 12-34" plates at 0.001-0.04).
-GENERIC_SHARE = 0.25
-RECIPE = "v3-generic"  # part of the harvest cache key: another recipe must not reuse a harvest
 RECOLOUR = 0.5  # share of close-ups (either label) whose surroundings get another colour
 
 
@@ -134,15 +129,14 @@ def video_frames(shared: Path) -> list[np.ndarray]:
 
 
 def make_scene(i: int, frames: list[data.Frame], seed: int) -> data.Scene:
-    """Scene i: synthetic plates of a random family (a quarter of them GENERIC) and size band
-    (60 %), signs (20 %), or a real training frame with its real plates (20 %), all on
-    training frames."""
+    """Scene i: synthetic plates of a random family and size band (60 %), signs (20 %), or a
+    real training frame with its real plates (20 %), all on training frames."""
     rng = np.random.default_rng([seed, HARVEST_STREAM, i])
     fr = frames[int(rng.integers(len(frames)))]
     img = data.read_rgb(fr.path)
     r = rng.random()
     if r < 0.6:
-        fam = GENERIC if rng.random() < GENERIC_SHARE else PLATE_FAMILIES[int(rng.integers(len(PLATE_FAMILIES)))]
+        fam = PLATE_FAMILIES[int(rng.integers(len(PLATE_FAMILIES)))]
         band = data.HEIGHT_BANDS[int(rng.choice(len(data.HEIGHT_BANDS), p=[0.1, 0.2, 0.2, 0.2, 0.15, 0.15]))]
         return data.synthetic_scene(fr, img, fam, band, rng)
     if r < 0.8:
@@ -433,7 +427,7 @@ def cached_harvest(cache_dir: Path, detector: Path, frames: list[data.Frame], sh
     """``harvest``, kept under ``cache_dir`` keyed by the detector file, scene count and seed."""
     from redact.centernet import sha256_file
 
-    key = f"{sha256_file(detector)[:16]}-{n_scenes}-{seed}-{CROP_SIZE[0]}x{CROP_SIZE[1]}-{CONTEXT}-core-{RECIPE}"
+    key = f"{sha256_file(detector)[:16]}-{n_scenes}-{seed}-{CROP_SIZE[0]}x{CROP_SIZE[1]}-{CONTEXT}-core"
     path = cache_dir / f"harvest-{key}.npz"
     if path.is_file():
         z = np.load(path)
