@@ -196,10 +196,10 @@ def plate_verification(cfg: DetectorSection) -> Calibration | None:
         proposal, verify, bypass = (cfg.plate_threshold or streetveil_plate_threshold(run_file),
                                     cfg.plate_verify_threshold, None)
     else:
-        proposal = cfg.plate_threshold or own.proposal
         verify = cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify
         # A proposal threshold set at or above the calibrated bypass: every proposal is verified.
-        bypass = own.bypass if own.bypass is not None and own.bypass > proposal else None
+        moved = own.at(cfg.plate_threshold or own.proposal)
+        proposal, bypass = moved.proposal, moved.bypass
     if cfg.plate_verify_bypass is not None:
         if cfg.plate_verify_bypass <= proposal:
             raise ModelError(f"plate_verify_bypass = {cfg.plate_verify_bypass:g} is not above the plate proposal "

@@ -99,6 +99,12 @@ class Calibration:
             raise ValueError(f"{raw!r}: more than three thresholds")
         return cls(float(a), float(b), float(c[0]) if c else None)
 
+    def at(self, proposal: float) -> Calibration:
+        """These thresholds with candidates proposed from ``proposal`` instead: a bypass at or
+        below it would keep every candidate unverified, so it is dropped (all are verified)."""
+        bypass = self.bypass if self.bypass is not None and self.bypass > proposal else None
+        return Calibration(proposal, self.verify, bypass)
+
     @property
     def skip_from(self) -> float | None:
         """The detector score from which a proposal skips the verifier; None when none does

@@ -88,7 +88,7 @@ def main() -> int:
                   f"{cov.get('mean', '-')} (>=95%: {cov.get('share_ge95', '-')})", flush=True)
         out = {"threshold": thr, "scenes": len(scenes), "merge": a.merge, "scales": rows}
     else:
-        verifier, bypass = None, None
+        verifier = None
         thr = a.threshold
         if a.verifier is not None:
             from redact.centernet import sha256_file
@@ -101,7 +101,7 @@ def main() -> int:
                 p.error(str(e))
             if cal is None:
                 p.error(f"{a.verifier}: states no thresholds for {a.model.name}")
-            verifier, bypass = (a.verifier, cal.verify), cal.skip_from
+            verifier = (a.verifier, cal)
             thr = thr or cal.proposal
         elif a.verify:
             from redact.config import DetectorSection
@@ -111,7 +111,7 @@ def main() -> int:
             prec = "int8" if a.model.name.endswith("-int8.onnx") else "fp32"
             cal = plate_verification(DetectorSection(plate_verify="on", precision=prec))
             assert cal is not None
-            verifier, bypass = (VERIFIER_MODEL, cal.verify), cal.bypass
+            verifier = (VERIFIER_MODEL, cal)
             thr = thr or cal.proposal
         # The detector alone's threshold: behind a verifier only its boxes grow a box (engine).
         alone = a.threshold or streetveil_plate_threshold(a.model)
@@ -120,7 +120,7 @@ def main() -> int:
         from train_plates import demo_sample_scenes
 
         out = pipeline.report(a.model, a.shared, thr, a.seed, a.threads, verifier=verifier, zoom_out=a.zoom_out,
-                              union=a.merge == "union", grow_min=alone if verifier else 0.0, bypass=bypass,
+                              union=a.merge == "union", grow_min=alone if verifier else 0.0,
                               extra=demo_sample_scenes())
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:

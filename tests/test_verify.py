@@ -132,6 +132,15 @@ def test_a_bypass_keeps_what_the_detector_is_sure_of_and_verifies_the_rest() -> 
     assert Calibration(0.12, 0.5, 1.0).keep(score, verified).tolist() == [False, False, False, False, True]
 
 
+def test_proposing_from_another_threshold_keeps_a_bypass_only_above_it() -> None:
+    # The engine (plate_threshold set) and the evaluation runners move the proposal threshold;
+    # a bypass at or below it would let every candidate skip the verifier, so it goes.
+    cal = Calibration(0.12, 0.45, 0.5)
+    assert cal.at(0.3) == Calibration(0.3, 0.45, 0.5)
+    assert cal.at(0.5) == Calibration(0.5, 0.45) and cal.at(0.6).bypass is None
+    assert Calibration(0.12, 0.45).at(0.2) == Calibration(0.2, 0.45)
+
+
 def test_the_bypass_is_the_lowest_that_adds_almost_no_false_boxes() -> None:
     """A plate the verifier vetoes scores 0.55 with the detector, a false box 0.32: a bypass of
     0.35 to 0.55 finds the plate again without the false box; 0.25 and 0.30 would keep the

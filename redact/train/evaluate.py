@@ -133,15 +133,13 @@ class VerifiedRunner:
     ``verify``: the engine's plate path with verification on (the verifier judges the boxes
     as found, the kept ones are redacted as the runner grows them)."""
 
-    def __init__(self, runner: Runner, score_fn: Any, verify: float, bypass: float | None = None) -> None:
-        # bypass: proposals the detector scores at least this high are kept unverified.
-        self.runner, self.score_fn, self.verify, self.bypass = runner, score_fn, verify, bypass
+    def __init__(self, runner: Runner, score_fn: Any, calibration: Calibration) -> None:
+        # calibration: its verify threshold and bypass apply; proposals come at each call's threshold.
+        self.runner, self.score_fn, self.calibration = runner, score_fn, calibration
 
     def propose(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         found, shown, scores = self.runner.propose(rgb, threshold)
-        # As the engine: a bypass at or below the proposal threshold verifies everything.
-        bypass = self.bypass if self.bypass is not None and self.bypass > threshold else None
-        keep = Calibration(threshold, self.verify, bypass).keep(scores, self.score_fn(rgb, found))
+        keep = self.calibration.at(threshold).keep(scores, self.score_fn(rgb, found))
         return found[keep], shown[keep], scores[keep]
 
     def detect(self, rgb: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import numpy as np
 from redact.train import data, evaluate, export, graph, loop, verify
 from redact.train.fonts import check_fonts
 from redact.train.render import PLATE_FAMILIES
+from redact.verify import Calibration
 
 log = logging.getLogger(__name__)
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.1, 0.81, 0.05))
@@ -173,26 +174,27 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
 
 
 def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
-           verifier: tuple[Path, float] | None = None,
+           verifier: tuple[Path, Calibration] | None = None,
            extra: Mapping[str, list[data.Scene]] | None = None, zoom_out: float = 0.0,
-           union: bool = False, grow_min: float = 0.0, bypass: float | None = None) -> dict[str, Any]:
+           union: bool = False, grow_min: float = 0.0) -> dict[str, Any]:
     """Every validation number of the model card, at ``threshold`` (with ``verifier``: the
-    verifier file and its threshold, proposals at ``threshold``; with ``zoom_out`` and
-    ``union``: plus the engine's zoom-out pass at that scale and its union merge, growing
-    boxes only with boxes scoring ``grow_min`` or more, see evaluate.EngineRunner; ``bypass``:
-    behind the verifier, the detector score from which a candidate is kept unverified); ``extra``
-    scene sets are reported under ``ood/<name>`` too."""
+    verifier file and the thresholds it runs at, its verify threshold and bypass, with
+    proposals at ``threshold``; with ``zoom_out`` and ``union``: plus the engine's zoom-out
+    pass at that scale and its union merge, growing boxes only with boxes scoring
+    ``grow_min`` or more, see evaluate.EngineRunner); ``extra`` scene sets are reported under
+    ``ood/<name>`` too."""
     plate = evaluate.PlateRunner(onnx_path, threads)
     runner: evaluate.Runner = (evaluate.EngineRunner(plate, zoom_out, union, grow_min=grow_min)
                                if zoom_out or union else plate)
     if verifier is not None:
         from redact.verify import PlateVerifier
 
-        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1], bypass)
+        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1])
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     train_f, val_f = data.time_split(frames)
-    res: dict[str, Any] = {"threshold": threshold, **({"verify": verifier[1]} if verifier else {}),
-                           **({"bypass": bypass} if verifier and bypass is not None else {}),
+    cal = verifier[1].at(threshold) if verifier else None
+    res: dict[str, Any] = {"threshold": threshold, **({"verify": cal.verify} if cal else {}),
+                           **({"bypass": cal.bypass} if cal and cal.bypass is not None else {}),
                            **({"zoom_out": zoom_out} if zoom_out else {}), **({"merge": "union"} if union else {})}
     t0 = time.time()
     res["dashcam_train"] = evaluate.evaluate_scenes(runner, real_scenes(train_f), threshold).as_dict()
@@ -342,6 +344,6 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
         for name, path in detectors.items():
             cal = cals[sha256_file(path)]
             record["validation"][name] = report(path, cfg.shared, cal.proposal, cfg.seed, cfg.eval_threads,
-                                                verifier=(cfg.out, cal.verify), extra=extra, bypass=cal.bypass)
+                                                verifier=(cfg.out, cal), extra=extra)
             cfg.report.write_text(json.dumps(record, indent=1, default=str))
     return record
