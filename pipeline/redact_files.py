@@ -56,7 +56,8 @@ class BatchSummary:
 
 # Images in flight on one GPU: scripts/check_gpu.py's batch loop on an H100 with 16 cores (74
 # 1080p frames, 2026-11-27): 1 -> 21.3 frames/s, 2 -> 30.5, 4 -> 34.5, 8 -> 33.0 (on an earlier
-# lease 16 with the same data: 27.4, below 4's 31.3).
+# lease 16 with the same data: 27.4, below 4's 31.3). Memory is not what limits it: one process
+# holds about 1.3 GB with 4 in flight, 1.9 GB with 8 (H200, docs/operations.md).
 GPU_IMAGES_AT_ONCE = 4
 
 
