@@ -37,17 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from redact.boxes import decode_centernet, nms
-    from redact.centernet import sha256_file
+    from redact.centernet import ort_session, sha256_file
     from redact.detectors import CENTERFACE_INT8, int8_path
     from redact.train import data
     from redact.train.graph import fixed_centerface
     from redact.verify import VERIFIER_MODEL, PlateVerifier
 
     def session(src: bytes | str) -> ort.InferenceSession:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = a.threads
-        so.inter_op_num_threads = 1
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        # The engine's own session options: among them no spinning thread pool, without which
+        # the session that runs next shares the cores with the last one's spinning threads
+        # (measured here: +19-24 % for the plate branch that way, +11-15 % without).
+        return ort_session(src if isinstance(src, bytes) else Path(src), a.threads)
 
     if a.int8:
         a.model = int8_path(a.model)
