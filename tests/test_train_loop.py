@@ -148,3 +148,20 @@ def test_int8_variant_trains_on_the_int8_taps_and_keeps_the_int8_face_path(
         plate = [t.numpy() for t in net.plate(*(torch.from_numpy(t) for t in taps))]
     for got, want in zip(o[4:], plate, strict=True):
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+
+
+def test_the_training_benchmark_prints_seconds_per_step(shared: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_train", Path(__file__).parents[1] / "scripts" / "bench_train.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--shared", str(shared), "--cache-size", "32", "--cache-dir", str(tmp_path), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "32 crops" in out and "2 steps in" in out and "s per step" in out
+    import torch
+
+    if not torch.cuda.is_available():  # asked for a GPU it does not have: a clear refusal
+        assert bench.main(["--shared", str(shared), "--device", "cuda", "--cache-dir", str(tmp_path)]) == 2
