@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -193,20 +194,19 @@ def plate_verification(cfg: DetectorSection) -> Calibration | None:
             raise ModelError(f"plate_verify = \"on\": the plate verifier {VERIFIER_MODEL.name} was not calibrated "
                              f"for {run_file}; set plate_verify_threshold (and measure recall), or rebuild the "
                              "verifier with python scripts/train_plates.py --verifier")
-        proposal, verify, bypass = (cfg.plate_threshold or streetveil_plate_threshold(run_file),
-                                    cfg.plate_verify_threshold, None)
+        cal = Calibration(cfg.plate_threshold or streetveil_plate_threshold(run_file), cfg.plate_verify_threshold)
     else:
-        verify = cfg.plate_verify_threshold if cfg.plate_verify_threshold is not None else own.verify
         # A proposal threshold set at or above the calibrated bypass: every proposal is verified.
-        moved = own.at(cfg.plate_threshold or own.proposal)
-        proposal, bypass = moved.proposal, moved.bypass
+        cal = own.at(cfg.plate_threshold or own.proposal)
+        if cfg.plate_verify_threshold is not None:
+            cal = replace(cal, verify=cfg.plate_verify_threshold)
     if cfg.plate_verify_bypass is not None:
-        if cfg.plate_verify_bypass <= proposal:
+        if cfg.plate_verify_bypass <= cal.proposal:
             raise ModelError(f"plate_verify_bypass = {cfg.plate_verify_bypass:g} is not above the plate proposal "
-                             f"threshold {proposal:g} (plate_threshold, or the verifier's calibration): every "
+                             f"threshold {cal.proposal:g} (plate_threshold, or the verifier's calibration): every "
                              "candidate would skip the verifier; raise it, or leave plate_verify_bypass unset")
-        bypass = cfg.plate_verify_bypass
-    return Calibration(proposal, verify, bypass)
+        cal = replace(cal, bypass=cfg.plate_verify_bypass)
+    return cal
 
 
 def unverified_plate_threshold(cfg: DetectorSection) -> float:
