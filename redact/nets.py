@@ -97,14 +97,42 @@ class Up(nn.Module):
 
 
 class Neck(nn.Module):
-    """Stride 32 → 4 with side branches; output 24 channels at stride 4."""
+    """Stride 32 → 4 with side branches; output 24 channels at stride 4.
 
-    def __init__(self) -> None:
+    ``separable``: the final 3x3 conv as depthwise 3x3 + pointwise 1x1 (no activation between).
+    Only a plate branch uses it (the int8 variant): at stride 4 the full 3x3 is the branch's
+    largest CPU kernel."""
+
+    def __init__(self, separable: bool = False) -> None:
         super().__init__()
         self.reduce = _conv(320, NECK_CH, 1)
         self.up = nn.ModuleList([Up(), Up(), Up()])
         self.side = nn.ModuleList([_conv(96, NECK_CH, 1), _conv(32, NECK_CH, 1), _conv(24, NECK_CH, 1)])
-        self.fuse = _conv(NECK_CH, NECK_CH, 3)
+        self.fuse: nn.Module = (nn.Sequential(_conv(NECK_CH, NECK_CH, 3, groups=NECK_CH), _conv(NECK_CH, NECK_CH, 1))
+                                if separable else _conv(NECK_CH, NECK_CH, 3))
+
+    @property
+    def separable(self) -> bool:
+        return isinstance(self.fuse, nn.Sequential)
+
+    def make_separable(self) -> None:
+        """Replace the full 3x3 fuse conv by depthwise 3x3 + pointwise 1x1, initialised with
+        the best rank-1 approximation (SVD) of each input channel's 3x3 filters, so that
+        training starts near the full layer's function rather than from scratch."""
+        if self.separable:
+            return
+        full = cast(nn.Conv2d, self.fuse)
+        dw, pw = _conv(NECK_CH, NECK_CH, 3, groups=NECK_CH), _conv(NECK_CH, NECK_CH, 1)
+        w = full.weight.detach().double()
+        assert full.bias is not None and dw.bias is not None and pw.bias is not None
+        with torch.no_grad():
+            for i in range(NECK_CH):
+                u, s, vt = torch.linalg.svd(w[:, i].reshape(NECK_CH, 9), full_matrices=False)
+                pw.weight[:, i, 0, 0] = (u[:, 0] * s[0]).float()
+                dw.weight[i, 0] = vt[0].reshape(3, 3).float()
+            dw.bias.zero_()
+            pw.bias.copy_(full.bias.detach())
+        self.fuse = nn.Sequential(dw, pw)
 
     def forward(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.reduce(c32))
@@ -118,7 +146,10 @@ class Neck(nn.Module):
             yield cast(Up, up).conv
             yield cast(Up, up).bn
             yield side
-        yield self.fuse
+        if isinstance(self.fuse, nn.Sequential):
+            yield from self.fuse
+        else:
+            yield self.fuse
 
 
 class FaceHeads(nn.Module):
@@ -217,9 +248,9 @@ class PlateBranch(nn.Module):
 
     HEAD_CH = 32
 
-    def __init__(self) -> None:
+    def __init__(self, separable: bool = False) -> None:
         super().__init__()
-        self.neck = Neck()
+        self.neck = Neck(separable)
         self.dw = _conv(NECK_CH, NECK_CH, 3, groups=NECK_CH)
         self.pw = _conv(NECK_CH, self.HEAD_CH, 1)
         self.heatmap = _conv(self.HEAD_CH, 1, 1)
@@ -253,12 +284,12 @@ class StreetveilNet(nn.Module):
     plate_heatmap, plate_scale, plate_offset), all at stride 4, as the ONNX model
     ``redact/models/streetveil-fp-v1.onnx``."""
 
-    def __init__(self) -> None:
+    def __init__(self, separable_plate_fuse: bool = False) -> None:
         super().__init__()
         self.backbone = Backbone()
         self.neck = Neck()
         self.face = FaceHeads()
-        self.plate = PlateBranch()
+        self.plate = PlateBranch(separable_plate_fuse)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         taps = self.backbone(x)
@@ -286,7 +317,12 @@ class StreetveilNet(nn.Module):
 
 def streetveil_from_onnx(path: Path | str) -> StreetveilNet:
     """A StreetveilNet in eval mode with the weights of the combined ONNX file (face and plate
-    weights from the one file the onnxruntime backend runs)."""
-    net = StreetveilNet()
-    load_layers(net.onnx_layers(), onnx_weight_list(path))
+    weights from the one file the onnxruntime backend runs). The plate neck's fuse layer is
+    separable when the file's is (the int8 variant): its weights follow the neck's last side
+    conv, and a depthwise one has one input channel per group."""
+    weights = onnx_weight_list(path)
+    fuse = len(list(CenterFaceNet().onnx_layers())) + 10  # backbone, face neck + heads; plate reduce + 3 x 3
+    separable = len(weights) > fuse and weights[fuse][1][0].shape[1:] == (1, 3, 3)
+    net = StreetveilNet(separable)
+    load_layers(net.onnx_layers(), weights)
     return net.eval()

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (1 = reproducible here)")
     p.add_argument("--workers", type=int, default=2, help="processes that build the feature cache")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--separable-fuse", action="store_true",
+                   help="the plate neck's last 3x3 conv as depthwise + pointwise (SVD-initialised)")
     p.add_argument("--report", type=Path, default=None, help="also run the validation and write JSON here")
     a = p.parse_args(argv)
     if a.verifier and a.int8:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = RunConfig(shared=a.shared, out=out, cache_dir=cache_dir, cache_size=a.cache_size, seed=a.seed,
                         train=TrainConfig(epochs=epochs, batch=a.batch or 16, lr=lr, seed=a.seed, threads=a.threads,
-                                          device=a.device),
+                                          device=a.device, separable_fuse=a.separable_fuse),
                         workers=a.workers, report=a.report, int8=a.int8)
         run(cfg)
     except (RedactError, ValueError) as e:

@@ -150,6 +150,47 @@ def test_int8_variant_trains_on_the_int8_taps_and_keeps_the_int8_face_path(
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
 
 
+def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache: Path, tmp_path: Path) -> None:
+    """Neck.make_separable: exact where each input channel's 3x3 filters have rank 1 (its SVD
+    initialisation), and a branch trained with it exports to ONNX and loads back separable."""
+    import torch
+
+    from redact.detectors import STREETVEIL_MODEL
+    from redact.nets import NECK_CH, Neck, streetveil_from_onnx
+
+    neck = Neck().eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # rank-1 filters per input channel: outer(pointwise column, 3x3 kernel)
+        a, k = torch.randn(NECK_CH, NECK_CH, generator=g), torch.randn(NECK_CH, 3, 3, generator=g)
+        neck.fuse.weight.copy_(a[:, :, None, None] * k[None])
+    taps = [torch.rand(1, c, 64 // s, 96 // s, generator=g) for c, s in ((24, 4), (32, 8), (96, 16), (320, 32))]
+    with torch.no_grad():
+        full = neck(*taps)
+        neck.make_separable()
+        sep = neck(*taps)
+    assert neck.separable and len(list(neck.onnx_layers())) == 1 + 3 * 3 + 2
+    torch.testing.assert_close(sep, full, atol=1e-4, rtol=1e-4)
+
+    net = loop.train(tiny_cache, STREETVEIL_MODEL,
+                     loop.TrainConfig(epochs=1, batch=4, seed=1, lr=1e-4, separable_fuse=True), finetune=True)
+    assert net.plate.neck.separable
+    out = export.export_streetveil(net, tmp_path / "sep.onnx", 0.3, "unit test")
+    convs = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv" and n.name.startswith("plate/")]
+    assert len(convs) == 4 + 2 + 5  # reduce + 3 sides, fuse as two, dw, pw and three heads
+    back = streetveil_from_onnx(out)
+    assert back.plate.neck.separable and not streetveil_from_onnx(STREETVEIL_MODEL).plate.neck.separable
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 192)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    o = ort.InferenceSession(str(out), so).run(None, {"input": x})
+    with torch.no_grad():
+        t = [v.numpy() for v in net(torch.from_numpy(x))]
+        t2 = [v.numpy() for v in back(torch.from_numpy(x))]
+    for want, got, loaded in zip(t, o, t2, strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+        assert np.array_equal(want, loaded)
+
+
 def test_the_training_benchmark_prints_seconds_per_step(shared: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util

@@ -178,13 +178,13 @@ class _Emitter:
 def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.ndarray]]]) -> onnx.ModelProto:
     """The face model plus the plate branch's nodes, built from ``weights`` — the
     ``(op_type, arrays)`` list of ``PlateBranch.onnx_layers()`` in order: neck (reduce; three
-    times ConvTranspose, BatchNormalization, side Conv; fuse), depthwise 3x3, pointwise 1x1,
-    heads (heatmap, scale, offset)."""
+    times ConvTranspose, BatchNormalization, side Conv; fuse, a full 3x3 or depthwise 3x3 +
+    pointwise 1x1), depthwise 3x3, pointwise 1x1, heads (heatmap, scale, offset)."""
     m = onnx.ModelProto()
     m.CopyFrom(face)
     g = m.graph
-    if len(weights) != 16:
-        raise ValueError(f"plate branch: expected 16 weighted layers, got {len(weights)}")
+    if len(weights) not in (16, 17):
+        raise ValueError(f"plate branch: expected 16 or 17 weighted layers, got {len(weights)}")
     e = _Emitter(g, "plate/")
     c4, c8, c16, c32 = tap_names(m)
     it = iter(weights)
@@ -208,6 +208,9 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
         s = e.node("Relu", [e.conv(tap, w, b)])
         x = e.node("Add", [y, s])
     w, b = take("Conv")
+    if len(weights) == 17:  # separable fuse (Neck(separable=True)): depthwise, then pointwise + ReLU
+        x = e.conv(x, w, b, group=w.shape[0])
+        w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b)])
     w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b, group=w.shape[0])])
