@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8", action="store_true", help="build the int8 variant (see above)")
     p.add_argument("--verifier", action="store_true", help="build the plate verifier (see above)")
     p.add_argument("--scenes", type=int, default=3000, help="--verifier: training scenes to harvest")
+    p.add_argument("--harvest-detector", type=Path, default=None,
+                   help="--verifier: the detector file whose proposals it learns from (default: the packaged int8 file)")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="--verifier: keep the verifier file's weights, calibrate it for the packaged detector files")
     p.add_argument("--out", type=Path, default=None, help="default: redact/models/streetveil-fp-v1[-int8].onnx")
     p.add_argument("--cache-dir", type=Path, default=None, help="default: .cache/plates[-int8]")
     p.add_argument("--cache-size", type=int, default=14_000)
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 cache_dir=a.cache_dir or ROOT / ".cache" / "verify", scenes=a.scenes, seed=a.seed,
                 train=VerifierTrain(epochs=a.epochs or 6, batch=a.batch or 128, lr=a.lr or 2e-3, seed=a.seed,
                                     threads=a.threads),
-                workers=a.workers, report=a.report, extra_scenes=demo_sample_scenes))
+                workers=a.workers, report=a.report, extra_scenes=demo_sample_scenes,
+                harvest_detector=a.harvest_detector, calibrate_only=a.calibrate_only))
         except (RedactError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -203,6 +203,32 @@ def test_shipped_verifier_is_calibrated_for_both_packaged_detectors() -> None:
         assert cal.proposal <= streetveil_plate_threshold(path) and cal.verify > 0
 
 
+def test_recalibrating_keeps_the_weights_and_replaces_only_the_thresholds(tmp_path: Path) -> None:
+    """A new detector file needs new thresholds, not a new verifier (train_plates.py --verifier
+    --calibrate-only): the weights and the rest of the metadata stay as they were."""
+    path = tmp_path / "v.onnx"
+    path.write_bytes(VERIFIER_MODEL.read_bytes())
+    before = onnx.load(str(path))
+    tv.recalibrate(path, {"ab" * 32: Calibration(0.1, 0.4, 0.6)})
+    after = onnx.load(str(path))
+    assert [i.SerializeToString() for i in after.graph.initializer] == \
+        [i.SerializeToString() for i in before.graph.initializer]
+    meta_b, meta_a = ({p.key: p.value for p in m.metadata_props} for m in (before, after))
+    kept = {k: v for k, v in meta_b.items() if not k.startswith("streetveil.verify.") or k == "streetveil.verify.crop"}
+    assert meta_a == {**kept, "streetveil.verify." + "ab" * 32: "0.100 0.400 0.600"}
+    v = PlateVerifier(path)
+    assert v.calibration("ab" * 32) == Calibration(0.1, 0.4, 0.6)
+    assert v.calibration(hashlib.sha256(STREETVEIL_MODEL.read_bytes()).hexdigest()) is None
+
+
+def test_calibrating_a_missing_verifier_is_a_clear_error(shared: Path, tmp_path: Path) -> None:
+    from redact.train.pipeline import VerifierRunConfig, run_verifier
+
+    with pytest.raises(ValueError, match="no verifier to calibrate"):
+        run_verifier(VerifierRunConfig(shared=shared, out=tmp_path / "none.onnx", cache_dir=tmp_path,
+                                       calibrate_only=True))
+
+
 def test_config_resolves_verification(tmp_path: Path) -> None:
     assert plate_verification(DetectorSection()) is None  # opt-in
     own = plate_verification(DetectorSection(plate_verify="on"))

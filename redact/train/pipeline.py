@@ -288,6 +288,11 @@ class VerifierRunConfig:
     # More out-of-distribution scene sets for the report (scripts/train_plates.py: the demo
     # session's frames, whose plate renderer lives in pipeline/, which redact must not import).
     extra_scenes: Callable[[], dict[str, list[data.Scene]]] | None = None
+    # The detector whose proposals are harvested (None: the packaged int8 file). A verifier
+    # stays valid across detector files; pinning the one it was trained on reproduces it.
+    harvest_detector: Path | None = None
+    # Keep the verifier at ``out`` and only calibrate it for the packaged detector files.
+    calibrate_only: bool = False
 
 
 def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
@@ -304,16 +309,24 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
     frames = data.load_dashcam(cfg.shared / "plates-dashcam-ro")
     train_f, _ = data.time_split(frames)
     detectors = {"int8": int8_path(STREETVEIL_MODEL), "fp32": STREETVEIL_MODEL}
-    h = verify.cached_harvest(cfg.cache_dir, detectors["int8"], train_f, cfg.shared, cfg.scenes, cfg.seed, cfg.workers)
-    t_harvest = time.time() - t0
-    net = verify.train(h, cfg.train)
-    t_train = time.time() - t0 - t_harvest
-    training = (f"plate verifier by scripts/train_plates.py --verifier (seed {cfg.seed}): {len(h.y)} close-ups "
-                f"({int(h.y.sum())} plates) of {detectors['int8'].name}'s proposals on {cfg.scenes} scenes from "
-                f"{len(train_f)} plates-dashcam-ro training frames and plate-free video-gopro frames, "
-                f"{cfg.train.epochs} epochs")
-    tmp = cfg.out.with_suffix(".uncalibrated.onnx")
-    verify.export(net, tmp, {}, training)
+    net, t_harvest, t_train, record_h = None, 0.0, 0.0, {}
+    if cfg.calibrate_only:
+        if not cfg.out.is_file():
+            raise ValueError(f"{cfg.out}: no verifier to calibrate")
+        tmp = cfg.out
+    else:
+        source = cfg.harvest_detector or detectors["int8"]
+        h = verify.cached_harvest(cfg.cache_dir, source, train_f, cfg.shared, cfg.scenes, cfg.seed, cfg.workers)
+        t_harvest = time.time() - t0
+        net = verify.train(h, cfg.train)
+        t_train = time.time() - t0 - t_harvest
+        training = (f"plate verifier by scripts/train_plates.py --verifier (seed {cfg.seed}): {len(h.y)} close-ups "
+                    f"({int(h.y.sum())} plates) of {source.name}'s proposals on {cfg.scenes} scenes from "
+                    f"{len(train_f)} plates-dashcam-ro training frames and plate-free video-gopro frames, "
+                    f"{cfg.train.epochs} epochs")
+        tmp = cfg.out.with_suffix(".uncalibrated.onnx")
+        verify.export(net, tmp, {}, training)
+        record_h = {"closeups": len(h.y), "plates": int(h.y.sum()), "harvest_detector": str(source)}
     score_fn = PlateVerifier(tmp).scores
     scenes = calibration_scenes(train_f, cfg.seed)
     cals, record_cal = {}, {}
@@ -332,12 +345,15 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
                                        **table[f"{cal.proposal:.2f}/{cal.verify:.2f}"]},
                             "bypass": {"chosen": cal.bypass, "table": bypass_table}, "table": table}
         log.info("calibration %s: alone %s; chosen %s", name, record_cal[name]["alone"], record_cal[name]["chosen"])
-    tmp.unlink()
-    verify.export(net, cfg.out, cals, training)
+    if cfg.calibrate_only:
+        verify.recalibrate(cfg.out, cals)
+    else:
+        tmp.unlink()
+        verify.export(net, cfg.out, cals, training)
     record: dict[str, Any] = {
-        "config": {**asdict(cfg.train), "scenes": cfg.scenes, "seed": cfg.seed, "workers": cfg.workers},
-        "harvest_seconds": round(t_harvest), "train_seconds": round(t_train),
-        "closeups": len(h.y), "plates": int(h.y.sum()), "calibration": record_cal,
+        "config": {**asdict(cfg.train), "scenes": cfg.scenes, "seed": cfg.seed, "workers": cfg.workers,
+                   "calibrate_only": cfg.calibrate_only},
+        "harvest_seconds": round(t_harvest), "train_seconds": round(t_train), **record_h, "calibration": record_cal,
     }
     log.info("verifier written to %s (harvest %.0f s, training %.0f s)", cfg.out, t_harvest, t_train)
     if cfg.report is not None:

@@ -344,6 +344,21 @@ def export(net: Any, out: Path, calibrations: dict[str, Calibration], training: 
     return write_model(model, out)
 
 
+def recalibrate(path: Path, calibrations: dict[str, Calibration]) -> Path:
+    """Replace the per-detector thresholds of the verifier file at ``path`` (its weights and
+    other metadata unchanged), written atomically: what a new detector file needs."""
+    import onnx
+
+    from redact.train import graph
+    from redact.train.export import write_model
+
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props if not p.key.startswith(META_PREFIX)
+            or p.key == "streetveil.verify.crop"}
+    graph.set_metadata(model, {**meta, **{META_PREFIX + sha: c.encode() for sha, c in calibrations.items()}})
+    return write_model(model, path)
+
+
 def predict(net: Any, x: np.ndarray) -> np.ndarray:
     """Probabilities from the torch classifier for float32 close-ups."""
     import torch
