@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (1 = reproducible here)")
     p.add_argument("--workers", type=int, default=2, help="processes that build the feature cache")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--separable-fuse", action="store_true",
-                   help="the plate neck's last 3x3 conv as depthwise + pointwise (SVD-initialised)")
+    p.add_argument("--separable-fuse", type=int, default=0, metavar="RANK",
+                   help="the plate neck's last 3x3 conv as depthwise (RANK filters per channel) + pointwise, "
+                        "SVD-initialised (0: full conv)")
     p.add_argument("--report", type=Path, default=None, help="also run the validation and write JSON here")
     a = p.parse_args(argv)
     if a.verifier and a.int8:

@@ -150,9 +150,12 @@ def test_int8_variant_trains_on_the_int8_taps_and_keeps_the_int8_face_path(
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
 
 
-def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache: Path, tmp_path: Path) -> None:
-    """Neck.make_separable: exact where each input channel's 3x3 filters have rank 1 (its SVD
-    initialisation), and a branch trained with it exports to ONNX and loads back separable."""
+@pytest.mark.parametrize("rank", [1, 2])
+def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache: Path, tmp_path: Path,
+                                                                       rank: int) -> None:
+    """Neck.make_separable(rank): exact where each input channel's 3x3 filters have that rank
+    (its SVD initialisation), and a branch trained with it exports to ONNX and loads back
+    with the same layers."""
     import torch
 
     from redact.detectors import STREETVEIL_MODEL
@@ -160,25 +163,33 @@ def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache
 
     neck = Neck().eval()
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # rank-1 filters per input channel: outer(pointwise column, 3x3 kernel)
-        a, k = torch.randn(NECK_CH, NECK_CH, generator=g), torch.randn(NECK_CH, 3, 3, generator=g)
-        neck.fuse.weight.copy_(a[:, :, None, None] * k[None])
+    with torch.no_grad():  # per input channel, a sum of `rank` outer products (output column x 3x3 kernel)
+        a, k = torch.randn(rank, NECK_CH, NECK_CH, generator=g), torch.randn(rank, NECK_CH, 3, 3, generator=g)
+        neck.fuse.weight.copy_((a[..., None, None] * k[:, None]).sum(0))
     taps = [torch.rand(1, c, 64 // s, 96 // s, generator=g) for c, s in ((24, 4), (32, 8), (96, 16), (320, 32))]
     with torch.no_grad():
         full = neck(*taps)
-        neck.make_separable()
+        neck.make_separable(rank)
         sep = neck(*taps)
-    assert neck.separable and len(list(neck.onnx_layers())) == 1 + 3 * 3 + 2
+        if rank > 1:  # one filter per channel is not enough for these weights
+            one = Neck().eval()
+            one.load_state_dict({k: v for k, v in neck.state_dict().items() if not k.startswith("fuse.")}, strict=False)
+            one.fuse.weight.copy_((a[..., None, None] * k[:, None]).sum(0))
+            one.make_separable(1)
+            assert not torch.allclose(one(*taps), full, atol=1e-2)
+    assert neck.separable == rank and len(list(neck.onnx_layers())) == 1 + 3 * 3 + 2
     torch.testing.assert_close(sep, full, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="already separable"):
+        neck.make_separable(rank + 1)
 
     net = loop.train(tiny_cache, STREETVEIL_MODEL,
-                     loop.TrainConfig(epochs=1, batch=4, seed=1, lr=1e-4, separable_fuse=True), finetune=True)
-    assert net.plate.neck.separable
+                     loop.TrainConfig(epochs=1, batch=4, seed=1, lr=1e-4, separable_fuse=rank), finetune=True)
+    assert net.plate.neck.separable == rank
     out = export.export_streetveil(net, tmp_path / "sep.onnx", 0.3, "unit test")
     convs = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Conv" and n.name.startswith("plate/")]
     assert len(convs) == 4 + 2 + 5  # reduce + 3 sides, fuse as two, dw, pw and three heads
     back = streetveil_from_onnx(out)
-    assert back.plate.neck.separable and not streetveil_from_onnx(STREETVEIL_MODEL).plate.neck.separable
+    assert back.plate.neck.separable == rank and streetveil_from_onnx(STREETVEIL_MODEL).plate.neck.separable == 0
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 192)).astype(np.float32)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1

@@ -205,11 +205,12 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
         y = e.node("Relu", [e.node("BatchNormalization", [y, e.init(scale, "s"), e.init(bias, "b"), e.init(mean, "m"),
                                                           e.init(var, "v")], epsilon=1e-3)])
         w, b = take("Conv")
+        side_ch = w.shape[0]
         s = e.node("Relu", [e.conv(tap, w, b)])
         x = e.node("Add", [y, s])
     w, b = take("Conv")
-    if len(weights) == 17:  # separable fuse (Neck(separable=True)): depthwise, then pointwise + ReLU
-        x = e.conv(x, w, b, group=w.shape[0])
+    if len(weights) == 17:  # separable fuse (nets.Neck(separable=rank)): depthwise, then pointwise + ReLU
+        x = e.conv(x, w, b, group=side_ch)
         w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b)])
     w, b = take("Conv")

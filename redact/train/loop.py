@@ -142,9 +142,9 @@ class TrainConfig:
     # measured on an H200 (4,000 crops, 250 steps of 16), 0.062 s per step from the maps,
     # 0.011 resident (docs/plate-model.md).
     resident: bool | None = None
-    # The plate neck's last 3x3 conv as depthwise + pointwise (nets.Neck.make_separable: from the
-    # starting weights' full conv by SVD when they have one); cheaper on the CPU (the int8 file).
-    separable_fuse: bool = False
+    # > 0: the plate neck's last 3x3 conv as depthwise (this many filters per channel) + pointwise
+    # (nets.Neck.make_separable: from the starting weights' full conv by SVD); cheaper on the CPU.
+    separable_fuse: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
@@ -221,7 +221,7 @@ def train(cache: Path, init_onnx: Path, cfg: TrainConfig, log_every: int = 50, f
     dev = torch.device(cfg.device)
     net = streetveil_from_onnx(init_onnx) if finetune else StreetveilNet.from_centerface(init_onnx)
     if cfg.separable_fuse:
-        net.plate.neck.make_separable()
+        net.plate.neck.make_separable(cfg.separable_fuse)
     branch = net.plate.to(dev)
     assert branch.heatmap.bias is not None and branch.scale.bias is not None
     if not finetune:

@@ -241,7 +241,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                     f"fine-tuned on the taps of {CENTERFACE_INT8.name}, {cfg.cache_size} synthetic crops from "
                     f"{len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
     if cfg.train.separable_fuse:
-        training += "; plate neck fuse separable (depthwise 3x3 + pointwise 1x1)"
+        training += (f"; plate neck fuse separable (depthwise 3x3, {cfg.train.separable_fuse} per channel, "
+                     "+ pointwise 1x1, SVD-initialised)")
     cache = loop.build_cache(cfg.cache_dir, train_f, spec, workers=cfg.workers, backbone=backbone)
     t_cache = time.time() - t_start
     net = loop.train(cache, init, cfg.train, finetune=finetune)
