@@ -124,10 +124,11 @@ def main() -> int:
                               extra=demo_sample_scenes())
         for name, d in out.items():
             if isinstance(d, dict) and "images" in d:
-                cov = d.get("coverage_ge64") or {}
+                cov, small = d.get("coverage_ge64") or {}, d.get("coverage_8_16") or {}
                 print(f"{name:32} recall>=16 {d.get('recall_ge16')}  8-16 {d.get('recall_8_16')}  "
                       f"false/img {d.get('false_per_image')}  signs {d.get('signs_detected', '-')}  "
-                      f"covered>=64px {cov.get('mean', '-')} (>=95%: {cov.get('share_ge95', '-')})")
+                      f"covered>=64px {cov.get('mean', '-')} (>=95%: {cov.get('share_ge95', '-')})  "
+                      f"8-16 covered>=80% {small.get('share_ge80', '-')} (chance {small.get('chance_ge80', '-')})")
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
     return 0

@@ -117,3 +117,26 @@ def test_coverage_is_the_share_of_a_plate_under_the_grown_detections() -> None:
     t.add(big, np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), big, np.ones(1, np.float32), (100, 300))
     t.add(plate, np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), plate, np.ones(1, np.float32), (100, 300))
     assert t.as_dict()["coverage_ge64"] == {"plates": 1, "mean": 1.0, "share_ge95": 1.0}  # 20 px plate: not counted
+
+
+def test_small_plates_report_coverage_and_what_the_same_boxes_cover_by_chance() -> None:
+    """8-16 px plates: the share >= 80 % / 95 % under the blur, and the share >= 80 % once the
+    plates are moved sideways (the detections stay): coverage that is not the detector's doing."""
+    from redact.train.evaluate import CHANCE_SHIFT_PX, Tally, shifted
+
+    z = np.zeros((0, 4), np.float32)
+    boxes = np.array([[20, 50, 60, 62], [900, 50, 940, 62]], np.float32)
+    moved = shifted(boxes, 1000)
+    assert moved[0, 0] == 20 + CHANCE_SHIFT_PX and moved[1, 0] == 900 - CHANCE_SHIFT_PX  # no room right: left
+    assert np.array_equal(moved[:, [1, 3]], boxes[:, [1, 3]])
+    t = Tally()
+    # one plate under a box 3x its size (IoU < 0.3: not a hit, but hidden), one off by half its width
+    big = np.array([[0, 40, 120, 75]], np.float32)
+    off = np.array([[925, 50, 965, 62]], np.float32)
+    t.add(boxes, z, z, np.concatenate([big, off]), np.ones(2, np.float32), (100, 1000))
+    d = t.as_dict()
+    assert d["recall_8_16"] == 0.0
+    assert d["coverage_8_16"] == {"plates": 2, "share_ge80": 0.5, "share_ge95": 0.5, "chance_ge80": 0.0}
+    # a detection where the first plate's shifted copy lands counts as chance
+    t.add(boxes[:1], z, z, shifted(boxes[:1], 1000), np.ones(1, np.float32), (100, 1000))
+    assert t.as_dict()["coverage_8_16"]["chance_ge80"] == pytest.approx(1 / 3, abs=1e-4)
