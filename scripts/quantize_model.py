@@ -62,6 +62,13 @@ from redact.tiling import PlanParams, plan  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 
 
+def _read_rgb(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path))
+    if bgr is None:
+        raise ModelError(f"{path}: cannot decode image (a calibration input)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def calibration_images(shared: Path, limit_dashcam: int = 24) -> Iterator[np.ndarray]:
     """Network inputs (RGB uint8, padded to x32) as the detector's plan would make them."""
     files = sorted((shared / "plates-dashcam-ro" / "images").rglob("*.jpg"))
@@ -69,7 +76,7 @@ def calibration_images(shared: Path, limit_dashcam: int = 24) -> Iterator[np.nda
     files = files[::step][:limit_dashcam]
     files += sorted((shared / "images-exif").glob("DSC*.JPG"))
     files += sorted((shared / "faces-group-photos" / "images").glob("*.jpg"))
-    images = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
+    images = [_read_rgb(f) for f in files]
     try:
         from skimage import data
 

@@ -108,8 +108,8 @@ def main() -> int:
             from redact.detectors import plate_verification
             from redact.verify import VERIFIER_MODEL
 
-            prec = "int8" if a.model.name.endswith("-int8.onnx") else "fp32"
-            cal = plate_verification(DetectorSection(plate_verify="on", precision=prec))
+            int8 = a.model.name.endswith("-int8.onnx")
+            cal = plate_verification(DetectorSection(plate_verify="on", precision="int8" if int8 else "fp32"))
             assert cal is not None
             verifier = (VERIFIER_MODEL, cal)
             thr = thr or cal.proposal
