@@ -100,8 +100,9 @@ class Neck(nn.Module):
     """Stride 32 → 4 with side branches; output 24 channels at stride 4.
 
     ``separable`` > 0: the final 3x3 conv as depthwise 3x3 with that many filters per input
-    channel, then pointwise 1x1 back to 24 (no activation between). Only a plate branch uses
-    it (the int8 variant): at stride 4 the full 3x3 is the branch's largest CPU kernel."""
+    channel, then pointwise 1x1 back to 24 (no activation between). For a plate branch only, as
+    a speed experiment (at stride 4 the full 3x3 is the branch's largest CPU kernel); no shipped
+    file uses it (MODEL_CARD.md, "The int8 variant")."""
 
     def __init__(self, separable: int = 0) -> None:
         super().__init__()
@@ -331,11 +332,13 @@ class StreetveilNet(nn.Module):
 
 def streetveil_from_onnx(path: Path | str) -> StreetveilNet:
     """A StreetveilNet in eval mode with the weights of the combined ONNX file (face and plate
-    weights from the one file the onnxruntime backend runs). The plate neck's fuse layer is
-    separable when the file's is (the int8 variant): its weights follow the neck's last side
-    conv, and a depthwise one has one input channel per group (and 24 x rank outputs)."""
+    weights from the one file the onnxruntime backend runs; an fp32 file: the int8 one's face
+    path is quantised). The plate neck's fuse layer is separable when the file's is: its
+    weights follow the neck's last side conv, and a depthwise one has one input channel per
+    group (and 24 x rank outputs)."""
     weights = onnx_weight_list(path)
-    fuse = len(list(CenterFaceNet().onnx_layers())) + 10  # backbone, face neck + heads; plate reduce + 3 x 3
+    # after the face model's layers, the plate neck's layers up to its fuse
+    fuse = len(list(CenterFaceNet().onnx_layers())) + len(list(Neck().onnx_layers())) - 1
     w = weights[fuse][1][0] if len(weights) > fuse else None
     separable = w.shape[0] // NECK_CH if w is not None and w.shape[1:] == (1, 3, 3) else 0
     net = StreetveilNet(separable)

@@ -65,7 +65,7 @@ SHARED = ROOT.parent / "shared" / "data"
 def _read_rgb(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path))
     if bgr is None:
-        raise ModelError(f"{path}: cannot decode image (a calibration input)")
+        raise SystemExit(f"{path}: cannot decode image (a calibration input)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

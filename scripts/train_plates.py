@@ -72,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.verifier and a.int8:
         p.error("--verifier and --int8 build different files: run them one after the other")
+    if not a.verifier and (a.calibrate_only or a.harvest_detector):
+        p.error("--calibrate-only and --harvest-detector are --verifier options")
+    if a.calibrate_only and a.harvest_detector:
+        p.error("--calibrate-only harvests nothing: drop --harvest-detector")
+    if a.verifier and a.separable_fuse:
+        p.error("--separable-fuse is a plate model option, not a --verifier one")
     suffix = "-int8" if a.int8 else ""
     out = a.out or ROOT / "redact" / "models" / f"streetveil-fp-v1{suffix}.onnx"
     cache_dir = a.cache_dir or ROOT / ".cache" / f"plates{suffix}"

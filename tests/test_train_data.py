@@ -119,6 +119,15 @@ def test_coverage_is_the_share_of_a_plate_under_the_grown_detections() -> None:
     assert t.as_dict()["coverage_ge64"] == {"plates": 1, "mean": 1.0, "share_ge95": 1.0}  # 20 px plate: not counted
 
 
+def test_a_separable_rank_outside_what_a_3x3_filter_has_is_refused_before_any_work() -> None:
+    from redact.train.loop import TrainConfig
+
+    for rank in (-1, 10):
+        with pytest.raises(ValueError, match="separable fuse rank"):
+            TrainConfig(separable_fuse=rank)
+    assert TrainConfig(separable_fuse=9).separable_fuse == 9
+
+
 def test_small_plates_report_coverage_and_what_the_same_boxes_cover_by_chance() -> None:
     """8-16 px plates: the share >= 80 % / 95 % under the blur, and the share >= 80 % once the
     plates are moved sideways (the detections stay): coverage that is not the detector's doing."""

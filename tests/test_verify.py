@@ -214,7 +214,9 @@ def test_recalibrating_keeps_the_weights_and_replaces_only_the_thresholds(tmp_pa
     assert [i.SerializeToString() for i in after.graph.initializer] == \
         [i.SerializeToString() for i in before.graph.initializer]
     meta_b, meta_a = ({p.key: p.value for p in m.metadata_props} for m in (before, after))
-    kept = {k: v for k, v in meta_b.items() if not k.startswith("streetveil.verify.") or k == "streetveil.verify.crop"}
+    calibrations = [k for k in meta_b if k.startswith("streetveil.verify.") and len(k) == len("streetveil.verify.") + 64]
+    assert len(calibrations) == 2 and "streetveil.verify.crop" in meta_a
+    kept = {k: v for k, v in meta_b.items() if k not in calibrations}
     assert meta_a == {**kept, "streetveil.verify." + "ab" * 32: "0.100 0.400 0.600"}
     v = PlateVerifier(path)
     assert v.calibration("ab" * 32) == Calibration(0.1, 0.4, 0.6)
@@ -227,6 +229,22 @@ def test_calibrating_a_missing_verifier_is_a_clear_error(shared: Path, tmp_path:
     with pytest.raises(ValueError, match="no verifier to calibrate"):
         run_verifier(VerifierRunConfig(shared=shared, out=tmp_path / "none.onnx", cache_dir=tmp_path,
                                        calibrate_only=True))
+
+
+@pytest.mark.parametrize("args", [["--calibrate-only"], ["--harvest-detector", "x.onnx"],
+                                  ["--verifier", "--calibrate-only", "--harvest-detector", "x.onnx"],
+                                  ["--verifier", "--separable-fuse", "1"], ["--verifier", "--int8"]])
+def test_train_plates_refuses_options_that_would_do_nothing(args: list[str],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_plates", Path(__file__).parents[1] / "scripts" / "train_plates.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as e:
+        script.main(args)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
 
 
 def test_config_resolves_verification(tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ class Tally:
 
 
 COVER_MIN_PX = 64
-SMALL_BAND = (8, 16)
+SMALL_BAND = HEIGHT_BANDS[1]  # 8-16 px, as recall_8_16
 CHANCE_SHIFT_PX = 200
 PLATE_EXPAND = 1.15  # redact.ops.RedactParams().plate_expand: the blur grows each box by this
 

@@ -210,6 +210,8 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
         x = e.node("Add", [y, s])
     w, b = take("Conv")
     if len(weights) == 17:  # separable fuse (nets.Neck(separable=rank)): depthwise, then pointwise + ReLU
+        if w.shape[1:] != (1, 3, 3) or w.shape[0] % side_ch:
+            raise ValueError(f"plate branch: 17 layers but the fuse is not depthwise 3x3 ({w.shape})")
         x = e.conv(x, w, b, group=side_ch)
         w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b)])

@@ -149,6 +149,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
             raise ValueError("epochs and batch must be >= 1 and lr > 0")
+        if not 0 <= self.separable_fuse <= 9:  # a 3x3 filter has rank 9 at most
+            raise ValueError(f"separable fuse rank {self.separable_fuse}: 0 (full conv) to 9")
 
 
 def focal_loss(logits: Any, gt: Any, weight: Any) -> Any:

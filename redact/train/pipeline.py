@@ -300,11 +300,15 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
     """Reproduce ``redact/models/streetveil-plate-verify-v2.onnx``: harvest the default (int8)
     detector's proposals on training scenes, train the classifier, calibrate its thresholds
     for the packaged fp32 and int8 detector files on the calibration scenes, export; with
-    ``cfg.report`` also the validation of both setups."""
+    ``cfg.report`` also the validation of both setups. ``cfg.harvest_detector`` harvests
+    another detector file's proposals; ``cfg.calibrate_only`` skips harvest and training and
+    recalibrates the verifier at ``cfg.out``."""
     from redact.centernet import sha256_file
     from redact.detectors import STREETVEIL_MODEL, int8_path, streetveil_plate_threshold
     from redact.verify import PlateVerifier
 
+    if cfg.calibrate_only and not cfg.out.is_file():
+        raise ValueError(f"{cfg.out}: no verifier to calibrate")
     check_fonts()
     t0 = time.time()
     frames = data.load_dashcam(cfg.shared / "plates-dashcam-ro")
@@ -312,8 +316,6 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
     detectors = {"int8": int8_path(STREETVEIL_MODEL), "fp32": STREETVEIL_MODEL}
     net, t_harvest, t_train, record_h = None, 0.0, 0.0, {}
     if cfg.calibrate_only:
-        if not cfg.out.is_file():
-            raise ValueError(f"{cfg.out}: no verifier to calibrate")
         tmp = cfg.out
     else:
         source = cfg.harvest_detector or detectors["int8"]

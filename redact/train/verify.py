@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -353,8 +354,8 @@ def recalibrate(path: Path, calibrations: dict[str, Calibration]) -> Path:
     from redact.train.export import write_model
 
     model = onnx.load(str(path))
-    meta = {p.key: p.value for p in model.metadata_props if not p.key.startswith(META_PREFIX)
-            or p.key == "streetveil.verify.crop"}
+    calibration_key = re.compile(re.escape(META_PREFIX) + "[0-9a-f]{64}")
+    meta = {p.key: p.value for p in model.metadata_props if not calibration_key.fullmatch(p.key)}
     graph.set_metadata(model, {**meta, **{META_PREFIX + sha: c.encode() for sha, c in calibrations.items()}})
     return write_model(model, path)
 
