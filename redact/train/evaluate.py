@@ -172,8 +172,8 @@ class Tally:
             shape: tuple[int, ...] | None = None) -> None:
         self.images += 1
         if shape is not None:
-            self.covers += coverage(gt[gt[:, 3] - gt[:, 1] >= COVER_MIN_PX], dets, shape[:2])
             h = gt[:, 3] - gt[:, 1]
+            self.covers += coverage(gt[h >= COVER_MIN_PX], dets, shape[:2])
             small = gt[(h >= SMALL_BAND[0]) & (h < SMALL_BAND[1])]
             self.covers_small += coverage(small, dets, shape[:2])
             self.covers_small_chance += coverage(shifted(small, shape[1]), dets, shape[:2])

@@ -340,9 +340,14 @@ def export(net: Any, out: Path, calibrations: dict[str, Calibration], training: 
         "streetveil.verify.crop": f"{CROP_SIZE[0]}x{CROP_SIZE[1]} context {CONTEXT}",
         "streetveil.training": training,
         "streetveil.license": "MIT",
-        **{META_PREFIX + sha: c.encode() for sha, c in calibrations.items()},
+        **_calibration_props(calibrations),
     })
     return write_model(model, out)
+
+
+def _calibration_props(calibrations: dict[str, Calibration]) -> dict[str, str]:
+    """The metadata entries that state thresholds per detector file (keyed by its sha256)."""
+    return {META_PREFIX + sha: c.encode() for sha, c in calibrations.items()}
 
 
 def recalibrate(path: Path, calibrations: dict[str, Calibration]) -> Path:
@@ -356,7 +361,7 @@ def recalibrate(path: Path, calibrations: dict[str, Calibration]) -> Path:
     model = onnx.load(str(path))
     calibration_key = re.compile(re.escape(META_PREFIX) + "[0-9a-f]{64}")
     meta = {p.key: p.value for p in model.metadata_props if not calibration_key.fullmatch(p.key)}
-    graph.set_metadata(model, {**meta, **{META_PREFIX + sha: c.encode() for sha, c in calibrations.items()}})
+    graph.set_metadata(model, {**meta, **_calibration_props(calibrations)})
     return write_model(model, path)
 
 
