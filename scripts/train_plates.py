@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=None, help="default 16 (--verifier: 128)")
     p.add_argument("--lr", type=float, default=None, help="default 2e-3 (--int8: 1e-3)")
     p.add_argument("--seed", type=int, default=20261126)
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="training order and torch seed only (default: --seed); the data, calibration and "
+                        "validation scenes stay those of --seed, so runs differing only here measure retrain variance")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training (1 = reproducible here)")
     p.add_argument("--workers", type=int, default=2, help="processes that build the feature cache")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--calibrate-only harvests nothing: drop --harvest-detector")
     if a.verifier and a.separable_fuse:
         p.error("--separable-fuse is a plate model option, not a --verifier one")
+    if a.verifier and a.train_seed is not None:
+        p.error("--train-seed is a plate model option, not a --verifier one")
+    train_seed = a.seed if a.train_seed is None else a.train_seed
     suffix = "-int8" if a.int8 else ""
     out = a.out or ROOT / "redact" / "models" / f"streetveil-fp-v1{suffix}.onnx"
     cache_dir = a.cache_dir or ROOT / ".cache" / f"plates{suffix}"
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg = RunConfig(shared=a.shared, out=out, cache_dir=cache_dir, cache_size=a.cache_size, seed=a.seed,
-                        train=TrainConfig(epochs=epochs, batch=a.batch or 16, lr=lr, seed=a.seed, threads=a.threads,
+                        train=TrainConfig(epochs=epochs, batch=a.batch or 16, lr=lr, seed=train_seed, threads=a.threads,
                                           device=a.device, separable_fuse=a.separable_fuse),
                         workers=a.workers, report=a.report, int8=a.int8)
         run(cfg)
