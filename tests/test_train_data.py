@@ -102,6 +102,42 @@ def test_a_variant_threshold_keeps_the_reference_recall() -> None:
     assert matched_threshold(table, 0.99) == THRESHOLD_GRID[0]  # nothing reaches it: the lowest
 
 
+class _FixedRunner:
+    """A detector stand-in that returns the same scored boxes for every image."""
+
+    def __init__(self, boxes: list[list[float]], scores: list[float]) -> None:
+        self.boxes, self.scores = np.array(boxes, np.float32), np.array(scores, np.float32)
+
+    def detect(self, image: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        k = self.scores >= threshold
+        return self.boxes[k], self.scores[k]
+
+
+def test_a_matched_threshold_states_its_plates_to_spare(caplog: pytest.LogCaptureFixture) -> None:
+    """The int8 rule's threshold can sit exactly on the reference's recall; the calibration
+    record says how many plates it has to spare, and warns at 0 or 1 (a retrain may then land a
+    grid step away)."""
+    from redact.train.pipeline import calibrate
+
+    plates = [[10, 10, 90, 30], [110, 10, 190, 30], [210, 10, 290, 30]]  # three plates 20 px tall
+    z = np.zeros((0, 4), np.float32)
+    scene = data.Scene(np.zeros((64, 320, 3), np.uint8), np.array(plates, np.float32), z, z, "s")
+    variant = _FixedRunner(plates, [0.9, 0.22, 0.12])
+    reference = _FixedRunner(plates, [0.9, 0.5, 0.1])  # finds 2 of 3 at its threshold 0.25
+    with caplog.at_level("WARNING"):
+        best, table = calibrate(variant, [scene], (reference, 0.25))  # type: ignore[arg-type]
+    assert best == 0.20
+    assert [table[t]["found_ge16"] for t in ("0.10", "0.20", "0.25")] == [3, 2, 1]
+    assert table["matched"]["reference_found_ge16"] == 2 and table["matched"]["spare_plates"] == 0
+    assert "0 plate(s) to spare" in caplog.text
+    caplog.clear()
+    # Every plate scores above the grid's top step while the reference finds one: 2 to spare, no warning.
+    with caplog.at_level("WARNING"):
+        best, table = calibrate(_FixedRunner(plates, [0.9, 0.9, 0.9]), [scene],  # type: ignore[arg-type]
+                                (_FixedRunner(plates, [0.9, 0.1, 0.1]), 0.25))
+    assert best == 0.80 and table["matched"]["spare_plates"] == 2 and "to spare" not in caplog.text
+
+
 def test_coverage_is_the_share_of_a_plate_under_the_grown_detections() -> None:
     """Recall asks IoU >= 0.3 of one box; coverage says how much of the plate the blur hides."""
     from redact.train.evaluate import Tally, coverage

@@ -197,6 +197,11 @@ class Tally:
         t = sum(self.total.get(k, 0) for k in keys)
         return None if t == 0 else sum(self.found.get(k, 0) for k in keys) / t
 
+    @property
+    def found_ge16(self) -> int:
+        """Plates >= 16 px found: the count behind ``recall_ge16``."""
+        return sum(self.found.get(band_name(*b), 0) for b in HEIGHT_BANDS[2:])
+
     def as_dict(self) -> dict[str, Any]:
         names = [band_name(*b) for b in HEIGHT_BANDS]
         return {

@@ -86,17 +86,27 @@ def calibrate(runner: evaluate.PlateRunner, scenes: list[data.Scene],
         tally = evaluate.tally_at(rows, t)
         d = tally.as_dict()
         f = evaluate.f_beta(d["precision"] or 0.0, d["recall_ge16"] or 0.0, CALIB_BETA)
-        table[f"{t:.2f}"] = {"recall_ge16": d["recall_ge16"], "precision": d["precision"], "f2": round(f, 4),
+        table[f"{t:.2f}"] = {"recall_ge16": d["recall_ge16"], "found_ge16": tally.found_ge16,
+                             "precision": d["precision"], "f2": round(f, 4),
                              "false_per_image": d["false_per_image"], "signs_detected": tally.signs_hit}
         if f > best_f:
             best, best_f = t, f
     if match is not None:
         ref_runner, ref_t = match
-        ref = evaluate.tally_at(evaluate.scene_scores(ref_runner, scenes), ref_t).as_dict()
+        ref_tally = evaluate.tally_at(evaluate.scene_scores(ref_runner, scenes), ref_t)
+        ref = ref_tally.as_dict()
         target = ref["recall_ge16"] or 0.0
         best = matched_threshold(table, target)
+        # Plates to spare at the chosen step: with 0 or 1, a retrain of the same recipe may land
+        # one grid step away, which moves false boxes and signs more than the retrain itself
+        # (MODEL_CARD.md, "Retrain variance").
+        spare = table[f"{best:.2f}"]["found_ge16"] - ref_tally.found_ge16
         table["matched"] = {"reference_threshold": ref_t, "reference_recall_ge16": target,
+                            "reference_found_ge16": ref_tally.found_ge16, "spare_plates": spare,
                             "reference_false_per_image": ref["false_per_image"]}
+        if spare <= 1:
+            log.warning("threshold %.2f reaches the reference recall with %d plate(s) to spare: a retrain of the "
+                        "same recipe may calibrate one grid step away", best, spare)
     return best, table
 
 
