@@ -136,6 +136,11 @@ def test_a_matched_threshold_states_its_plates_to_spare(caplog: pytest.LogCaptur
         best, table = calibrate(_FixedRunner(plates, [0.9, 0.9, 0.9]), [scene],  # type: ignore[arg-type]
                                 (_FixedRunner(plates, [0.9, 0.1, 0.1]), 0.25))
     assert best == 0.80 and table["matched"]["spare_plates"] == 2 and "to spare" not in caplog.text
+    # A variant that never reaches the reference: the lowest step, and the warning says so.
+    with caplog.at_level("WARNING"):
+        best, table = calibrate(_FixedRunner(plates, [0.9, 0.05, 0.05]), [scene],  # type: ignore[arg-type]
+                                (reference, 0.25))
+    assert best == 0.10 and table["matched"]["spare_plates"] == -1 and "1 plate(s) short" in caplog.text
 
 
 def test_coverage_is_the_share_of_a_plate_under_the_grown_detections() -> None:

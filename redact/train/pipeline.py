@@ -104,7 +104,10 @@ def calibrate(runner: evaluate.PlateRunner, scenes: list[data.Scene],
         table["matched"] = {"reference_threshold": ref_t, "reference_recall_ge16": target,
                             "reference_found_ge16": ref_tally.found_ge16, "spare_plates": spare,
                             "reference_false_per_image": ref["false_per_image"]}
-        if spare <= 1:
+        if spare < 0:
+            log.warning("no threshold reaches the reference recall (the lowest, %.2f, is %d plate(s) short)",
+                        best, -spare)
+        elif spare <= 1:
             log.warning("threshold %.2f reaches the reference recall with %d plate(s) to spare: a retrain of the "
                         "same recipe may calibrate one grid step away", best, spare)
     return best, table
@@ -250,6 +253,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         training = (f"int8 variant by scripts/train_plates.py --int8 (seed {cfg.seed}): plate branch of {init.name} "
                     f"fine-tuned on the taps of {CENTERFACE_INT8.name}, {cfg.cache_size} synthetic crops from "
                     f"{len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
+    if cfg.train.seed != cfg.seed:
+        training += f"; training seed {cfg.train.seed}"
     if cfg.train.separable_fuse:
         training += (f"; plate neck fuse separable (depthwise 3x3, {cfg.train.separable_fuse} per channel, "
                      "+ pointwise 1x1, SVD-initialised)")
