@@ -200,7 +200,7 @@ class Tally:
     @property
     def found_ge16(self) -> int:
         """Plates >= 16 px found: the count behind ``recall_ge16``."""
-        return sum(self.found.get(band_name(*b), 0) for b in HEIGHT_BANDS[2:])
+        return sum(self.found.get(n, 0) for n in GE16_BANDS)
 
     def as_dict(self) -> dict[str, Any]:
         names = [band_name(*b) for b in HEIGHT_BANDS]
@@ -208,7 +208,7 @@ class Tally:
             "images": self.images,
             "plates": sum(self.total.values()),
             "recall": _r(self.recall()),
-            "recall_ge16": _r(self.recall([n for n in names[2:]])),
+            "recall_ge16": _r(self.recall(GE16_BANDS)),
             "recall_8_16": _r(self.recall([names[1]])),
             "bands": {n: {"found": self.found.get(n, 0), "total": self.total.get(n, 0),
                           "recall": _r(self.recall([n]))} for n in names if self.total.get(n, 0)},
@@ -228,6 +228,7 @@ class Tally:
 
 COVER_MIN_PX = 64
 SMALL_BAND = HEIGHT_BANDS[1]  # 8-16 px, as recall_8_16
+GE16_BANDS = tuple(band_name(*b) for b in HEIGHT_BANDS[2:])  # behind recall_ge16 and found_ge16
 CHANCE_SHIFT_PX = 200
 PLATE_EXPAND = 1.15  # redact.ops.RedactParams().plate_expand: the blur grows each box by this
 
