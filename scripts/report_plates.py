@@ -44,6 +44,20 @@ def _scale(text: str) -> float:
     return v
 
 
+def _print_stress(out: dict) -> None:
+    """One line per condition: recall >= 16 px and 8-16 px over all families, the weakest
+    family's recall >= 16 px, and false boxes per scene."""
+    fams = next(iter(out["conditions"].values()))["families"]
+    print(f"{'condition':20} {'>=16':>6} {'8-16':>6} {'weakest family >=16':>26} {'>=128':>6} {'false/img':>9}")
+    for name, c in out["conditions"].items():
+        d = c["all"]
+        worst = min(fams, key=lambda f: c["families"][f]["recall_ge16"] or 0.0)
+        big = d["bands"].get(">=128", {}).get("recall")
+        print(f"{name:20} {d['recall_ge16']:6.3f} {d['recall_8_16']:6.3f} "
+              f"{worst + ' ' + format(c['families'][worst]['recall_ge16'], '.3f'):>26} "
+              f"{big if big is not None else '-':>6} {d['false_per_image']:9.2f}", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, default=ROOT / "redact" / "models" / "streetveil-fp-v1-int8.onnx")
@@ -56,6 +70,9 @@ def main() -> int:
     p.add_argument("--verifier", type=Path, default=None,
                    help="with this verifier file (its calibration for --model) instead of the packaged one")
     p.add_argument("--choose-zoom", default=None, metavar="S1,S2,...", help="compare scales on calibration scenes")
+    p.add_argument("--stress", action="store_true",
+                   help="instead: recall by capture condition (night, angle, motion blur, heavy JPEG) on held-out frames")
+    p.add_argument("--per-cell", type=int, default=8, help="--stress: scenes per family, height band and condition")
     p.add_argument("--seed", type=int, default=20261126)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
@@ -116,6 +133,14 @@ def main() -> int:
         # The detector alone's threshold: behind a verifier only its boxes grow a box (engine).
         alone = a.threshold or streetveil_plate_threshold(a.model)
         thr = thr or alone
+        if a.stress:
+            runner = pipeline.make_runner(a.model, a.threads, verifier, a.zoom_out, a.merge == "union",
+                                          grow_min=alone if verifier else 0.0)
+            out = pipeline.stress_report(runner, a.shared, thr, a.seed, a.per_cell)
+            _print_stress(out)
+            if a.json:
+                a.json.write_text(json.dumps(out, indent=1))
+            return 0
         sys.path.insert(0, str(ROOT / "scripts"))
         from train_plates import demo_sample_scenes
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from redact.boxes import decode_centernet
-from redact.train import data, targets
+from redact.train import compose, data, targets
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,75 @@ def test_small_plates_report_coverage_and_what_the_same_boxes_cover_by_chance() 
     # a detection where the first plate's shifted copy lands counts as chance
     t.add(boxes[:1], z, z, shifted(boxes[:1], 1000), np.ones(1, np.float32), (100, 1000))
     assert t.as_dict()["coverage_8_16"]["chance_ge80"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+def test_a_stress_condition_changes_only_itself(dashcam: list[data.Frame]) -> None:
+    """Stress scenes under different conditions hold the same plates at the same places: night
+    draws from its own stream, so the plates' boxes are those of the scene as validated, and
+    the frame is darker; a forced viewing angle moves no plate centre."""
+    from redact.train import pipeline
+
+    _, val = data.time_split(dashcam)
+    frames = val[:10]
+    images = {f.key: data.read_rgb(f.path) for f in frames}
+    night, angle = pipeline.STRESS_CONDITIONS[1], pipeline.STRESS_CONDITIONS[2]
+    assert (night.name, angle.name) == ("night", "angle")
+    base = pipeline.stress_scenes(frames, images, 7, data.AS_VALIDATION, "eu", per_cell=1)
+    dark = pipeline.stress_scenes(frames, images, 7, night, "eu", per_cell=1)
+    tilted = pipeline.stress_scenes(frames, images, 7, angle, "eu", per_cell=1)
+    assert len(base) == len(dark) == len(tilted) == len(data.HEIGHT_BANDS) - 1
+    for b, d, t in zip(base, dark, tilted, strict=True):
+        assert np.array_equal(b.boxes, d.boxes), (b.name, d.name)
+        assert d.image.mean() < 0.8 * b.image.mean(), d.name
+        assert d.name.endswith(":night") and b.name == d.name.rsplit(":", 1)[0]
+        if len(b.boxes) and len(t.boxes) == len(b.boxes):
+            centre = lambda x: (x[:, :2] + x[:, 2:]) / 2  # noqa: E731
+            assert np.abs(centre(b.boxes) - centre(t.boxes)).max() < 1.0 + 0.02 * (b.boxes[:, 2] - b.boxes[:, 0]).max()
+    # Beyond training's angles: every plate's sides differ in height by at least yaw 0.3's.
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        q = compose.random_quad(0, 0, 100, 50, rng, max_yaw=0.6, min_yaw=0.3, max_rot_deg=0)
+        hl, hr = q[3, 1] - q[0, 1], q[2, 1] - q[1, 1]
+        assert max(hl, hr) / min(hl, hr) >= 1.15 / 0.85 - 1e-4
+
+
+def test_the_stress_report_counts_plates_by_condition(shared: Path) -> None:
+    """The committed int8 model through the engine's passes, one family, two conditions, one
+    scene per band: every plate counted under both, most of them found."""
+    from redact.train import evaluate, pipeline
+
+    model = Path(__file__).resolve().parents[1] / "redact" / "models" / "streetveil-fp-v1-int8.onnx"
+    runner = evaluate.EngineRunner(evaluate.PlateRunner(model, 2), 1 / 3, True)
+    out = pipeline.stress_report(runner, shared, 0.2, 20261126, per_cell=1,
+                                 conditions=pipeline.STRESS_CONDITIONS[:2], families=("jp_private",))
+    assert list(out["conditions"]) == ["as_validation", "night"]
+    for name, c in out["conditions"].items():
+        assert c["condition"]["name"] == name
+        assert c["all"]["plates"] == c["families"]["jp_private"]["plates"] >= 10
+        assert c["all"]["recall_ge16"] >= 0.75, (name, c["all"])
+
+
+def test_hard_views_change_only_the_crops_they_draw(dashcam: list[data.Frame]) -> None:
+    """``make_sample(hard=...)`` leaves every crop whose own stream drew no hard view exactly as
+    the shipped recipe makes it, and streaks the ones it did (so the shipped caches stay valid)."""
+    from redact.train import loop
+
+    frames = data.time_split(dashcam)[0][:20]
+    images = [data.read_rgb(f.path) for f in frames]
+    kinds = set()
+    for i in range(16):
+        plain = data.make_sample(frames, images, np.random.default_rng([5, i]))
+        hard_rng = np.random.default_rng([5, i, loop.HARD_STREAM])
+        angled, streaked = np.random.default_rng([5, i, loop.HARD_STREAM]).random(2) < 0.4
+        hard = data.make_sample(frames, images, np.random.default_rng([5, i]), 0.4, hard_rng)
+        same = np.array_equal(plain[0], hard[0]) and np.array_equal(plain[1], hard[1])
+        if not (angled or streaked):
+            assert same, i
+        if streaked:
+            assert not np.array_equal(plain[0], hard[0]), i
+        kinds.add((bool(angled), bool(streaked)))
+    assert (False, False) in kinds and any(s for _, s in kinds)  # the seeds above exercise both sides
+    with pytest.raises(ValueError, match="hard_rng"):
+        data.make_sample(frames, images, np.random.default_rng(0), 0.3)
+    with pytest.raises(ValueError, match="hard-view share"):
+        loop.CacheSpec(10, 1, hard_views=1.5)

@@ -13,18 +13,47 @@ from redact.train.render import Sprite
 
 
 def random_quad(cx: float, cy: float, w: float, h: float, rng: np.random.Generator,
-                max_rot_deg: float = 6.0, max_yaw: float = 0.3, max_pitch: float = 0.15) -> np.ndarray:
+                max_rot_deg: float = 6.0, max_yaw: float = 0.3, max_pitch: float = 0.15,
+                min_rot_deg: float = 0.0, min_yaw: float = 0.0) -> np.ndarray:
     """Corners (tl, tr, br, bl) of a w x h plate centred at (cx, cy), seen at a small roll,
-    a yaw (one side shorter and the plate narrower) and a pitch (top or bottom narrower)."""
-    yaw = float(rng.uniform(-max_yaw, max_yaw))
+    a yaw (one side shorter and the plate narrower) and a pitch (top or bottom narrower).
+    ``min_yaw`` / ``min_rot_deg`` keep the magnitude at least that (stress scenes); the draws
+    are the same in number either way, so the default stream, and every training sample, is
+    unchanged."""
+    yaw = _at_least(float(rng.uniform(-max_yaw, max_yaw)), min_yaw, max_yaw)
     pitch = float(rng.uniform(-max_pitch, max_pitch))
     ww = w * (1 - 0.5 * abs(yaw))
     hl, hr = h * (1 + yaw / 2), h * (1 - yaw / 2)
     wt, wb = ww * (1 + pitch / 2), ww * (1 - pitch / 2)
     pts = np.array([[-wt / 2, -hl / 2], [wt / 2, -hr / 2], [wb / 2, hr / 2], [-wb / 2, hl / 2]], np.float64)
-    a = np.deg2rad(rng.uniform(-max_rot_deg, max_rot_deg))
+    a = np.deg2rad(_at_least(float(rng.uniform(-max_rot_deg, max_rot_deg)), min_rot_deg, max_rot_deg))
     rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
     return (pts @ rot.T + [cx, cy]).astype(np.float32)
+
+
+def _at_least(v: float, lo: float, hi: float) -> float:
+    """``v``, drawn uniform on [-hi, hi], mapped onto [lo, hi] in magnitude, keeping its sign."""
+    if lo <= 0 or hi <= 0:
+        return v
+    return float(np.sign(v)) * (lo + abs(v) / hi * (hi - lo))
+
+
+def motion_blur(img: np.ndarray, length: int, angle_deg: float) -> np.ndarray:
+    """A straight motion streak of ``length`` pixels at ``angle_deg`` from horizontal."""
+    k = max(1, int(length))
+    kern: np.ndarray = np.zeros((k, k), np.float32)
+    kern[k // 2, :] = 1
+    rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), angle_deg, 1.0)
+    kern = cv2.warpAffine(kern, rot, (k, k))
+    out: np.ndarray = cv2.filter2D(img, -1, kern / max(kern.sum(), 1e-6))
+    return out
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """``img`` after one JPEG round trip at ``quality``."""
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
+    return img if dec is None else dec
 
 
 def quad_box(quad: np.ndarray) -> np.ndarray:
@@ -116,17 +145,10 @@ def camera(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.5, 1.6)))
     elif r < 0.35:
         k = int(rng.integers(3, 10))
-        kern: np.ndarray = np.zeros((k, k), np.float32)
-        kern[k // 2, :] = 1
-        rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), float(rng.uniform(-30, 30)), 1.0)
-        kern = cv2.warpAffine(kern, rot, (k, k))
-        out = cv2.filter2D(out, -1, kern / max(kern.sum(), 1e-6))
+        out = motion_blur(out, k, float(rng.uniform(-30, 30)))
     if rng.random() < 0.3:
         noise = rng.normal(0, float(rng.uniform(2, 8)), out.shape).astype(np.float32)
         out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
     if rng.random() < 0.5:
-        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 90))])
-        dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else None
-        if dec is not None:
-            out = dec
+        out = jpeg(out, int(rng.integers(25, 90)))
     return out

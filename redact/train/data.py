@@ -131,10 +131,25 @@ def _cover_quad(box: np.ndarray, sp: Sprite, rng: np.random.Generator) -> np.nda
     return compose.random_quad(cx, cy, w, h, rng, max_rot_deg=3, max_yaw=0.15, max_pitch=0.08)
 
 
-def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# Hard views (``make_sample(hard=...)``): plates seen more from the side and frames streaked by
+# motion, past the ranges every crop draws from (yaw 0.3, roll 6 deg, streaks of 3-9 px), and
+# short of the stress conditions' (pipeline.STRESS_CONDITIONS), so that those still measure
+# beyond what training saw.
+HARD_YAW, HARD_ROLL_DEG, HARD_MOTION_PX = (0.2, 0.45), (3.0, 9.0), (7, 14)
+
+
+def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Generator, hard: float = 0.0,
+                hard_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training crop (CROP_H x CROP_W x 3 uint8 RGB), its plate boxes [N, 4] and ignore
-    boxes [M, 4] (plates cut by the crop edge, neither positive nor negative)."""
+    boxes [M, 4] (plates cut by the crop edge, neither positive nor negative). With ``hard``
+    > 0, that share of crops puts its extra plates at a strong angle and, independently, that
+    share is streaked by motion; those draws come from ``hard_rng`` only, so every other crop
+    is the one ``hard`` = 0 gives."""
+    angled = streaked = False
+    if hard > 0:
+        if hard_rng is None:
+            raise ValueError("hard views draw from a stream of their own: pass hard_rng")
+        angled, streaked = bool(hard_rng.random() < hard), bool(hard_rng.random() < hard)
     i = int(rng.integers(len(frames)))
     fr, img = frames[i], images[i]
     H, W = img.shape[:2]
@@ -197,7 +212,9 @@ def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Ge
             w = 0.95 * CROP_W
             h = w / _aspect(spx)
         cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(h / 2, CROP_H - h / 2)
-        q = compose.random_quad(cx, cy, w, h, rng)
+        q = (compose.random_quad(cx, cy, w, h, rng, max_yaw=HARD_YAW[1], min_yaw=HARD_YAW[0],
+                                 max_rot_deg=HARD_ROLL_DEG[1], min_rot_deg=HARD_ROLL_DEG[0])
+             if angled else compose.random_quad(cx, cy, w, h, rng))
         b = compose.quad_box(q)
         if _iou_any(b, labels, 0.05):
             continue
@@ -217,6 +234,9 @@ def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Ge
                 continue
             compose.paste(crop, sg, q, rng, light=light, soften=soft)
     crop = compose.camera(crop, rng)
+    if streaked:
+        assert hard_rng is not None
+        crop = compose.motion_blur(crop, int(hard_rng.integers(*HARD_MOTION_PX)), float(hard_rng.uniform(-15, 15)))
     return (crop, *_clip_labels(labels))
 
 
@@ -248,16 +268,42 @@ class Scene:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One capture condition held fixed over a stress set: what validation scenes leave to
+    chance (night, viewing angle, motion blur, compression), forced on, up to and beyond what
+    training draws (training: 20 % night, yaw within +-0.3, roll within +-6 deg, motion streaks
+    of 3-9 px in 15 % of crops, JPEG quality 25-90 in half of them)."""
+
+    name: str
+    night: bool = False  # a day frame rendered dark (compose.night), plates lit as at night
+    yaw: tuple[float, float] = (0.0, 0.3)  # |yaw| range of compose.random_quad
+    roll_deg: tuple[float, float] = (0.0, 6.0)  # |roll| range
+    motion_px: tuple[int, int] = (0, 0)  # motion streak length, drawn in [lo, hi), after the camera model
+    jpeg_quality: tuple[int, int] = (0, 0)  # one more JPEG round trip at a quality in [lo, hi)
+
+
+AS_VALIDATION = Condition("as_validation")
+
+
 def synthetic_scene(fr: Frame, img: np.ndarray, family: str, band: tuple[int, int],
-                    rng: np.random.Generator, n: int = 3) -> Scene:
+                    rng: np.random.Generator, n: int = 3, condition: Condition = AS_VALIDATION,
+                    cond_rng: np.random.Generator | None = None) -> Scene:
     """Plates of ``family`` with heights in ``band``, on a held-out frame at full size:
     painted over the labelled plates when they are in the band, else elsewhere in the lower
-    two thirds (roads, cars), after the same wear / light / camera model as training."""
+    two thirds (roads, cars), after the same wear / light / camera model as training.
+    ``condition`` draws what it adds from ``cond_rng`` only, so scenes built from the same
+    ``rng`` state under different conditions hold the same plates at the same places (as far
+    as a changed angle lets them fit)."""
     out = img.copy()
     H, W = out.shape[:2]
     lo, hi = band
     hi_eff = min(hi, 300)
     is_night = fr.ride.startswith("night")
+    c, crng = condition, cond_rng if cond_rng is not None else rng
+    if c.night and not is_night:
+        out = compose.night(out, crng)
+        is_night = True
     placed: list[np.ndarray] = []
     covered = np.zeros(len(fr.boxes), bool)
     for k in range(n):
@@ -273,16 +319,22 @@ def synthetic_scene(fr: Frame, img: np.ndarray, family: str, band: tuple[int, in
             covered[j] = (w >= (b[2] - b[0])) and (h >= (b[3] - b[1]))
         else:
             cx, cy = rng.uniform(w / 2, W - w / 2), rng.uniform(max(H / 3, h / 2), H - h / 2)
-        q = compose.random_quad(cx, cy, w, h, rng)
+        q = compose.random_quad(cx, cy, w, h, rng, max_yaw=c.yaw[1], min_yaw=c.yaw[0],
+                                max_rot_deg=c.roll_deg[1], min_rot_deg=c.roll_deg[0])
         bq = compose.quad_box(q)
         if _iou_any(bq, placed, 0.05) or bq[0] < 0 or bq[1] < 0 or bq[2] > W or bq[3] > H:
             continue
         placed.append(compose.paste(out, sp, q, rng, light=float(rng.uniform(0.9, 1.5)) * (0.55 if is_night else 1.0),
                                     soften=float(rng.uniform(0, 0.8))))
     out = compose.camera(out, rng)
+    if c.motion_px[1] > 0:
+        out = compose.motion_blur(out, int(crng.integers(*c.motion_px)), float(crng.uniform(-10, 10)))
+    if c.jpeg_quality[1] > 0:
+        out = compose.jpeg(out, int(crng.integers(*c.jpeg_quality)))
     boxes = np.array(placed, np.float32).reshape(-1, 4)
     extra = fr.boxes[~covered]
-    return Scene(out, boxes, extra, np.zeros((0, 4), np.float32), f"{fr.key}:{family}:{band_name(*band)}")
+    tag = "" if c == AS_VALIDATION else f":{c.name}"
+    return Scene(out, boxes, extra, np.zeros((0, 4), np.float32), f"{fr.key}:{family}:{band_name(*band)}{tag}")
 
 
 def sign_scene(fr: Frame, img: np.ndarray, rng: np.random.Generator, n: int = 4) -> Scene:
@@ -311,5 +363,5 @@ def family_aspect(family: str) -> float:
     return 2.0 if family.startswith("jp_") else _ASPECT[family]
 
 
-__all__ = ["CROP_H", "CROP_W", "HEIGHT_BANDS", "PLATE_FAMILIES", "Frame", "Scene", "load_dashcam",
-           "make_sample", "read_rgb", "sign_scene", "synthetic_scene", "time_split"]
+__all__ = ["AS_VALIDATION", "CROP_H", "CROP_W", "HEIGHT_BANDS", "PLATE_FAMILIES", "Condition", "Frame", "Scene",
+           "load_dashcam", "make_sample", "read_rgb", "sign_scene", "synthetic_scene", "time_split"]

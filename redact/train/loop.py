@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 TAP_CH = (24, 32, 96, 320)
 TAP_STRIDE = (4, 8, 16, 32)
 TARGET_KEYS = ("hm", "weight", "index", "mask", "scale", "offset")
+HARD_STREAM = 4_000_003  # sample i's hard-view draws: [seed, i, HARD_STREAM]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +37,15 @@ class CacheSpec:
     # Which backbone computed the taps: None = fp32 CenterFace, else the int8 file's sha256
     # (features differ, so caches must not mix).
     backbone: str | None = None
+    # Share of hard-view crops (data.make_sample ``hard``); None = none, so caches written
+    # before the field existed still match.
+    hard_views: float | None = None
 
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ValueError("cache size must be positive")
+        if self.hard_views is not None and not 0 < self.hard_views <= 1:
+            raise ValueError(f"hard-view share {self.hard_views}: in (0, 1], or None for none")
 
 
 def _ort_session(model_bytes: bytes, threads: int) -> Any:
@@ -111,7 +117,8 @@ def _fill_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
         crops = []
         for i in idx:
             rng = np.random.default_rng([spec.seed, i])
-            crop, boxes, ignore = data.make_sample(frames, images, rng)
+            crop, boxes, ignore = data.make_sample(frames, images, rng, spec.hard_views or 0.0,
+                                                   np.random.default_rng([spec.seed, i, HARD_STREAM]))
             crops.append(crop)
             n_plates += len(boxes)
             for key, arr in zip(TARGET_KEYS, targets.encode(boxes, ignore, H, W), strict=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class RunConfig:
     # quantisation: docs/redaction.md).
     int8: bool = False
     init: Path | None = None
+    hard_views: float | None = None  # share of hard-view training crops (loop.CacheSpec)
 
     def __post_init__(self) -> None:
         if not (self.shared / "plates-dashcam-ro" / "labels.json").is_file():
@@ -186,6 +188,75 @@ def plate_free_scenes(shared: Path) -> dict[str, list[data.Scene]]:
     return out
 
 
+def make_runner(onnx_path: Path, threads: int = 2, verifier: tuple[Path, Calibration] | None = None,
+                zoom_out: float = 0.0, union: bool = False, grow_min: float = 0.0) -> evaluate.Runner:
+    """The model as the engine runs it (``report`` explains the arguments)."""
+    plate = evaluate.PlateRunner(onnx_path, threads)
+    runner: evaluate.Runner = (evaluate.EngineRunner(plate, zoom_out, union, grow_min=grow_min)
+                               if zoom_out or union else plate)
+    if verifier is not None:
+        from redact.verify import PlateVerifier
+
+        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1])
+    return runner
+
+
+# What limits recall (MODEL_CARD.md, "Night, angle, blur"): one capture condition at a time,
+# at and beyond the edge of what training draws (data.Condition states training's ranges).
+STRESS_CONDITIONS = (
+    data.AS_VALIDATION,
+    data.Condition("night", night=True),
+    data.Condition("angle", yaw=(0.3, 0.6), roll_deg=(6.0, 12.0)),
+    data.Condition("motion_blur", motion_px=(9, 17)),
+    data.Condition("heavy_jpeg", jpeg_quality=(8, 20)),
+    data.Condition("night_motion_blur", night=True, motion_px=(9, 17)),
+)
+STRESS_STREAM = 3_000_003
+
+
+def stress_scenes(frames: list[data.Frame], images: Mapping[str, np.ndarray], seed: int, condition: data.Condition,
+                  family: str, per_cell: int = 8) -> list[data.Scene]:
+    """``per_cell`` scenes of ``family`` per height band from 8 px up, on held-out ``frames``,
+    under ``condition``. Scene i draws from its own stream [seed, STRESS_STREAM, family, i] and
+    the condition from one of its own, so every condition holds the same frames, plates and
+    places: the conditions differ in the condition only."""
+    fam_i = PLATE_FAMILIES.index(family)
+    cond_i = zlib.crc32(condition.name.encode())  # a stream per condition name, whatever the tuple's order
+    out = []
+    for b, band in enumerate(data.HEIGHT_BANDS[1:]):
+        for j in range(per_cell):
+            i = b * per_cell + j
+            fr = frames[(fam_i * 7 + i) % len(frames)]
+            rng = np.random.default_rng([seed, STRESS_STREAM, fam_i, i])
+            crng = np.random.default_rng([seed, STRESS_STREAM, fam_i, i, cond_i])
+            out.append(data.synthetic_scene(fr, images[fr.key], family, band, rng, condition=condition,
+                                            cond_rng=crng))
+    return out
+
+
+def stress_report(runner: evaluate.Runner, shared: Path, threshold: float, seed: int, per_cell: int = 8,
+                  conditions: tuple[data.Condition, ...] = STRESS_CONDITIONS,
+                  families: tuple[str, ...] = PLATE_FAMILIES) -> dict[str, Any]:
+    """Recall by condition, family and height band on held-out frames (the validation split's
+    frames; synthetic plates from a stream of their own)."""
+    _, val_f = data.time_split(data.load_dashcam(shared / "plates-dashcam-ro"))
+    images = {f.key: data.read_rgb(f.path) for f in val_f}
+    res: dict[str, Any] = {"threshold": threshold, "per_cell": per_cell, "conditions": {}}
+    for c in conditions:
+        t0, whole, fams = time.time(), evaluate.Tally(), {}
+        for fam in families:
+            tally = evaluate.Tally()
+            for sc in stress_scenes(val_f, images, seed, c, fam, per_cell):  # built per family: ~70 MB each
+                boxes, scores = runner.detect(sc.image, threshold)
+                for t in (tally, whole):
+                    t.add(sc.boxes, sc.extra, sc.signs, boxes, scores, sc.image.shape)
+            fams[fam] = tally.as_dict()
+        res["conditions"][c.name] = {"condition": asdict(c), "all": whole.as_dict(), "families": fams}
+        log.info("%s: recall>=16 %s, 8-16 %s (%.0f s)", c.name, whole.as_dict()["recall_ge16"],
+                 whole.as_dict()["recall_8_16"], time.time() - t0)
+    return res
+
+
 def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: int = 2,
            verifier: tuple[Path, Calibration] | None = None,
            extra: Mapping[str, list[data.Scene]] | None = None, zoom_out: float = 0.0,
@@ -196,13 +267,7 @@ def report(onnx_path: Path, shared: Path, threshold: float, seed: int, threads: 
     pass at that scale and its union merge, growing boxes only with boxes scoring
     ``grow_min`` or more, see evaluate.EngineRunner); ``extra`` scene sets are reported under
     ``ood/<name>`` too."""
-    plate = evaluate.PlateRunner(onnx_path, threads)
-    runner: evaluate.Runner = (evaluate.EngineRunner(plate, zoom_out, union, grow_min=grow_min)
-                               if zoom_out or union else plate)
-    if verifier is not None:
-        from redact.verify import PlateVerifier
-
-        runner = evaluate.VerifiedRunner(runner, PlateVerifier(verifier[0]).scores, verifier[1])
+    runner = make_runner(onnx_path, threads, verifier, zoom_out, union, grow_min)
     frames = data.load_dashcam(shared / "plates-dashcam-ro")
     train_f, val_f = data.time_split(frames)
     cal = verifier[1].at(threshold) if verifier else None
@@ -234,7 +299,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     train_f, val_f = data.time_split(frames)
     log.info("dashcam: %d train frames, %d validation frames (held out)", len(train_f), len(val_f))
     face, backbone, extra = None, None, {}
-    spec = loop.CacheSpec(cfg.cache_size, cfg.seed)
+    spec = loop.CacheSpec(cfg.cache_size, cfg.seed, hard_views=cfg.hard_views)
     init, finetune = graph.centerface_path(), False
     training = (f"plate branch trained by scripts/train_plates.py (seed {cfg.seed}): {cfg.cache_size} synthetic "
                 f"crops from {len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
@@ -245,7 +310,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         init, finetune = cfg.init or STREETVEIL_MODEL, True
         face = graph.int8_face_model(CENTERFACE_INT8, graph.centerface_path())
         backbone = graph.backbone_model(face).SerializeToString()
-        spec = loop.CacheSpec(cfg.cache_size, cfg.seed, backbone=sha256_file(CENTERFACE_INT8))
+        spec = loop.CacheSpec(cfg.cache_size, cfg.seed, backbone=sha256_file(CENTERFACE_INT8), hard_views=cfg.hard_views)
         # source_sha256 is what the engine checks (int8_model): this file belongs to that fp32 model.
         extra = {"streetveil.quantized": f"backbone and face path: {CENTERFACE_INT8.name}; plate branch fp32",
                  "streetveil.source_sha256": sha256_file(init),
@@ -255,6 +320,11 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                     f"{len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
     if cfg.train.seed != cfg.seed:
         training += f"; training seed {cfg.train.seed}"
+    if cfg.hard_views:
+        training += (f"; hard views in {cfg.hard_views:.0%} of crops (extra plates at |yaw| {data.HARD_YAW[0]}-"
+                     f"{data.HARD_YAW[1]}, |roll| {data.HARD_ROLL_DEG[0]:g}-{data.HARD_ROLL_DEG[1]:g} deg) and, "
+                     f"independently, motion streaks of {data.HARD_MOTION_PX[0]}-{data.HARD_MOTION_PX[1] - 1} px "
+                     f"in {cfg.hard_views:.0%}")
     if cfg.train.separable_fuse:
         training += (f"; plate neck fuse separable (depthwise 3x3, {cfg.train.separable_fuse} per channel, "
                      "+ pointwise 1x1, SVD-initialised)")
@@ -277,7 +347,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     export.export_streetveil(net, cfg.out, threshold, training, face=face, extra=extra)
     record: dict[str, Any] = {
         "config": {**asdict(cfg.train), "cache_size": cfg.cache_size, "seed": cfg.seed, "workers": cfg.workers,
-                   "int8": cfg.int8, "init": str(init)},
+                   "int8": cfg.int8, "init": str(init), "hard_views": cfg.hard_views},
         "cache_seconds": round(t_cache), "train_seconds": round(t_train),
         "train_frames": len(train_f), "val_frames": len(val_f),
         "cache": json.loads((cache / "spec.json").read_text()).get("plates"),
