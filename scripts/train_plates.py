@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--separable-fuse", type=int, default=0, metavar="RANK",
                    help="the plate neck's last 3x3 conv as depthwise (RANK filters per channel) + pointwise, "
                         "SVD-initialised (0: full conv)")
-    p.add_argument("--hard-views", type=float, default=None, metavar="SHARE",
-                   help="that share of training crops with plates at strong angles, and that share streaked by "
-                        "motion (MODEL_CARD.md, 'Night, angle, blur'); default none")
+    p.add_argument("--angled-views", type=float, default=None, metavar="SHARE",
+                   help="that share of training crops with their extra plates at strong angles (MODEL_CARD.md, "
+                        "'Night, angle, blur'); default none")
+    p.add_argument("--streaked-views", type=float, default=None, metavar="SHARE",
+                   help="that share of training crops streaked by motion, drawn independently; default none")
     p.add_argument("--report", type=Path, default=None, help="also run the validation and write JSON here")
     a = p.parse_args(argv)
     if a.verifier and a.int8:
@@ -84,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--calibrate-only harvests nothing: drop --harvest-detector")
     if a.verifier and a.separable_fuse:
         p.error("--separable-fuse is a plate model option, not a --verifier one")
-    if a.verifier and a.hard_views is not None:
-        p.error("--hard-views is a plate model option, not a --verifier one")
+    if a.verifier and (a.angled_views is not None or a.streaked_views is not None):
+        p.error("--angled-views and --streaked-views are plate model options, not --verifier ones")
     if a.verifier and a.train_seed is not None:
         p.error("--train-seed is a plate model option, not a --verifier one")
     train_seed = a.seed if a.train_seed is None else a.train_seed
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(shared=a.shared, out=out, cache_dir=cache_dir, cache_size=a.cache_size, seed=a.seed,
                         train=TrainConfig(epochs=epochs, batch=a.batch or 16, lr=lr, seed=train_seed, threads=a.threads,
                                           device=a.device, separable_fuse=a.separable_fuse),
-                        workers=a.workers, report=a.report, int8=a.int8, hard_views=a.hard_views)
+                        workers=a.workers, report=a.report, int8=a.int8,
+                        angled_views=a.angled_views, streaked_views=a.streaked_views)
         run(cfg)
     except (RedactError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -239,7 +239,7 @@ def test_the_stress_report_counts_plates_by_condition(shared: Path) -> None:
 
 
 def test_hard_views_change_only_the_crops_they_draw(dashcam: list[data.Frame]) -> None:
-    """``make_sample(hard=...)`` leaves every crop whose own stream drew no hard view exactly as
+    """Hard views (``make_sample``'s shares) leave every crop whose own stream drew no hard view exactly as
     the shipped recipe makes it, and streaks the ones it did (so the shipped caches stay valid)."""
     from redact.train import loop
 
@@ -250,7 +250,7 @@ def test_hard_views_change_only_the_crops_they_draw(dashcam: list[data.Frame]) -
         plain = data.make_sample(frames, images, np.random.default_rng([5, i]))
         hard_rng = np.random.default_rng([5, i, loop.HARD_STREAM])
         angled, streaked = np.random.default_rng([5, i, loop.HARD_STREAM]).random(2) < 0.4
-        hard = data.make_sample(frames, images, np.random.default_rng([5, i]), 0.4, hard_rng)
+        hard = data.make_sample(frames, images, np.random.default_rng([5, i]), 0.4, 0.4, hard_rng)
         same = np.array_equal(plain[0], hard[0]) and np.array_equal(plain[1], hard[1])
         if not (angled or streaked):
             assert same, i
@@ -259,6 +259,6 @@ def test_hard_views_change_only_the_crops_they_draw(dashcam: list[data.Frame]) -
         kinds.add((bool(angled), bool(streaked)))
     assert (False, False) in kinds and any(s for _, s in kinds)  # the seeds above exercise both sides
     with pytest.raises(ValueError, match="hard_rng"):
-        data.make_sample(frames, images, np.random.default_rng(0), 0.3)
+        data.make_sample(frames, images, np.random.default_rng(0), 0.0, 0.3)
     with pytest.raises(ValueError, match="hard-view share"):
-        loop.CacheSpec(10, 1, hard_views=1.5)
+        loop.CacheSpec(10, 1, streaked_views=1.5)

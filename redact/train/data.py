@@ -131,25 +131,27 @@ def _cover_quad(box: np.ndarray, sp: Sprite, rng: np.random.Generator) -> np.nda
     return compose.random_quad(cx, cy, w, h, rng, max_rot_deg=3, max_yaw=0.15, max_pitch=0.08)
 
 
-# Hard views (``make_sample(hard=...)``): plates seen more from the side and frames streaked by
-# motion, past the ranges every crop draws from (yaw 0.3, roll 6 deg, streaks of 3-9 px), and
-# short of the stress conditions' (pipeline.STRESS_CONDITIONS), so that those still measure
-# beyond what training saw.
+# Hard views (``make_sample(angled=..., streaked=...)``): plates seen more from the side and
+# frames streaked by motion, past the ranges every crop draws from (yaw 0.3, roll 6 deg,
+# streaks of 3-9 px), and short of the stress conditions' (pipeline.STRESS_CONDITIONS), so
+# that those still measure beyond what training saw.
 HARD_YAW, HARD_ROLL_DEG, HARD_MOTION_PX = (0.2, 0.45), (3.0, 9.0), (7, 14)
 
 
-def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Generator, hard: float = 0.0,
-                hard_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Generator, angled_share: float = 0.0,
+                streaked_share: float = 0.0, hard_rng: np.random.Generator | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training crop (CROP_H x CROP_W x 3 uint8 RGB), its plate boxes [N, 4] and ignore
-    boxes [M, 4] (plates cut by the crop edge, neither positive nor negative). With ``hard``
-    > 0, that share of crops puts its extra plates at a strong angle and, independently, that
-    share is streaked by motion; those draws come from ``hard_rng`` only, so every other crop
-    is the one ``hard`` = 0 gives."""
+    boxes [M, 4] (plates cut by the crop edge, neither positive nor negative). Hard views:
+    ``angled_share`` of crops put their extra plates at a strong angle and, independently,
+    ``streaked_share`` are streaked by motion. Those draws come from ``hard_rng`` only, so every
+    other crop is the one the shares at 0 give."""
     angled = streaked = False
-    if hard > 0:
+    if angled_share > 0 or streaked_share > 0:
         if hard_rng is None:
             raise ValueError("hard views draw from a stream of their own: pass hard_rng")
-        angled, streaked = bool(hard_rng.random() < hard), bool(hard_rng.random() < hard)
+        a, s = hard_rng.random(2)
+        angled, streaked = bool(a < angled_share), bool(s < streaked_share)
     i = int(rng.integers(len(frames)))
     fr, img = frames[i], images[i]
     H, W = img.shape[:2]

@@ -37,15 +37,17 @@ class CacheSpec:
     # Which backbone computed the taps: None = fp32 CenterFace, else the int8 file's sha256
     # (features differ, so caches must not mix).
     backbone: str | None = None
-    # Share of hard-view crops (data.make_sample ``hard``); None = none, so caches written
-    # before the field existed still match.
-    hard_views: float | None = None
+    # Shares of hard-view crops (data.make_sample): angled extra plates, motion streaks. None =
+    # none, so caches written before the fields existed still match.
+    angled_views: float | None = None
+    streaked_views: float | None = None
 
     def __post_init__(self) -> None:
         if self.n <= 0:
             raise ValueError("cache size must be positive")
-        if self.hard_views is not None and not 0 < self.hard_views <= 1:
-            raise ValueError(f"hard-view share {self.hard_views}: in (0, 1], or None for none")
+        for share in (self.angled_views, self.streaked_views):
+            if share is not None and not 0 < share <= 1:
+                raise ValueError(f"hard-view share {share}: in (0, 1], or None for none")
 
 
 def _ort_session(model_bytes: bytes, threads: int) -> Any:
@@ -117,7 +119,8 @@ def _fill_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
         crops = []
         for i in idx:
             rng = np.random.default_rng([spec.seed, i])
-            crop, boxes, ignore = data.make_sample(frames, images, rng, spec.hard_views or 0.0,
+            crop, boxes, ignore = data.make_sample(frames, images, rng, spec.angled_views or 0.0,
+                                                   spec.streaked_views or 0.0,
                                                    np.random.default_rng([spec.seed, i, HARD_STREAM]))
             crops.append(crop)
             n_plates += len(boxes)

@@ -46,7 +46,9 @@ class RunConfig:
     # quantisation: docs/redaction.md).
     int8: bool = False
     init: Path | None = None
-    hard_views: float | None = None  # share of hard-view training crops (loop.CacheSpec)
+    # Shares of hard-view training crops (loop.CacheSpec): angled extra plates, motion streaks.
+    angled_views: float | None = None
+    streaked_views: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.shared / "plates-dashcam-ro" / "labels.json").is_file():
@@ -299,7 +301,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     train_f, val_f = data.time_split(frames)
     log.info("dashcam: %d train frames, %d validation frames (held out)", len(train_f), len(val_f))
     face, backbone, extra = None, None, {}
-    spec = loop.CacheSpec(cfg.cache_size, cfg.seed, hard_views=cfg.hard_views)
+    views = {"angled_views": cfg.angled_views, "streaked_views": cfg.streaked_views}
+    spec = loop.CacheSpec(cfg.cache_size, cfg.seed, angled_views=cfg.angled_views, streaked_views=cfg.streaked_views)
     init, finetune = graph.centerface_path(), False
     training = (f"plate branch trained by scripts/train_plates.py (seed {cfg.seed}): {cfg.cache_size} synthetic "
                 f"crops from {len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
@@ -310,7 +313,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         init, finetune = cfg.init or STREETVEIL_MODEL, True
         face = graph.int8_face_model(CENTERFACE_INT8, graph.centerface_path())
         backbone = graph.backbone_model(face).SerializeToString()
-        spec = loop.CacheSpec(cfg.cache_size, cfg.seed, backbone=sha256_file(CENTERFACE_INT8), hard_views=cfg.hard_views)
+        spec = loop.CacheSpec(cfg.cache_size, cfg.seed, backbone=sha256_file(CENTERFACE_INT8),
+                              angled_views=cfg.angled_views, streaked_views=cfg.streaked_views)
         # source_sha256 is what the engine checks (int8_model): this file belongs to that fp32 model.
         extra = {"streetveil.quantized": f"backbone and face path: {CENTERFACE_INT8.name}; plate branch fp32",
                  "streetveil.source_sha256": sha256_file(init),
@@ -320,11 +324,12 @@ def run(cfg: RunConfig) -> dict[str, Any]:
                     f"{len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
     if cfg.train.seed != cfg.seed:
         training += f"; training seed {cfg.train.seed}"
-    if cfg.hard_views:
-        training += (f"; hard views in {cfg.hard_views:.0%} of crops (extra plates at |yaw| {data.HARD_YAW[0]}-"
-                     f"{data.HARD_YAW[1]}, |roll| {data.HARD_ROLL_DEG[0]:g}-{data.HARD_ROLL_DEG[1]:g} deg) and, "
-                     f"independently, motion streaks of {data.HARD_MOTION_PX[0]}-{data.HARD_MOTION_PX[1] - 1} px "
-                     f"in {cfg.hard_views:.0%}")
+    if cfg.angled_views:
+        training += (f"; {cfg.angled_views:.0%} of crops with extra plates at |yaw| {data.HARD_YAW[0]}-"
+                     f"{data.HARD_YAW[1]}, |roll| {data.HARD_ROLL_DEG[0]:g}-{data.HARD_ROLL_DEG[1]:g} deg")
+    if cfg.streaked_views:
+        training += (f"; {cfg.streaked_views:.0%} of crops streaked by motion "
+                     f"({data.HARD_MOTION_PX[0]}-{data.HARD_MOTION_PX[1] - 1} px)")
     if cfg.train.separable_fuse:
         training += (f"; plate neck fuse separable (depthwise 3x3, {cfg.train.separable_fuse} per channel, "
                      "+ pointwise 1x1, SVD-initialised)")
@@ -347,7 +352,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     export.export_streetveil(net, cfg.out, threshold, training, face=face, extra=extra)
     record: dict[str, Any] = {
         "config": {**asdict(cfg.train), "cache_size": cfg.cache_size, "seed": cfg.seed, "workers": cfg.workers,
-                   "int8": cfg.int8, "init": str(init), "hard_views": cfg.hard_views},
+                   "int8": cfg.int8, "init": str(init), **views},
         "cache_seconds": round(t_cache), "train_seconds": round(t_train),
         "train_frames": len(train_f), "val_frames": len(val_f),
         "cache": json.loads((cache / "spec.json").read_text()).get("plates"),
