@@ -8,7 +8,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,9 +253,9 @@ def stress_report(runner: evaluate.Runner, shared: Path, threshold: float, seed:
                 for t in (tally, whole):
                     t.add(sc.boxes, sc.extra, sc.signs, boxes, scores, sc.image.shape)
             fams[fam] = tally.as_dict()
-        res["conditions"][c.name] = {"condition": asdict(c), "all": whole.as_dict(), "families": fams}
-        log.info("%s: recall>=16 %s, 8-16 %s (%.0f s)", c.name, whole.as_dict()["recall_ge16"],
-                 whole.as_dict()["recall_8_16"], time.time() - t0)
+        d = whole.as_dict()
+        res["conditions"][c.name] = {"condition": asdict(c), "all": d, "families": fams}
+        log.info("%s: recall>=16 %s, 8-16 %s (%.0f s)", c.name, d["recall_ge16"], d["recall_8_16"], time.time() - t0)
     return res
 
 
@@ -301,7 +301,6 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     train_f, val_f = data.time_split(frames)
     log.info("dashcam: %d train frames, %d validation frames (held out)", len(train_f), len(val_f))
     face, backbone, extra = None, None, {}
-    views = {"angled_views": cfg.angled_views, "streaked_views": cfg.streaked_views}
     spec = loop.CacheSpec(cfg.cache_size, cfg.seed, angled_views=cfg.angled_views, streaked_views=cfg.streaked_views)
     init, finetune = graph.centerface_path(), False
     training = (f"plate branch trained by scripts/train_plates.py (seed {cfg.seed}): {cfg.cache_size} synthetic "
@@ -313,8 +312,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
         init, finetune = cfg.init or STREETVEIL_MODEL, True
         face = graph.int8_face_model(CENTERFACE_INT8, graph.centerface_path())
         backbone = graph.backbone_model(face).SerializeToString()
-        spec = loop.CacheSpec(cfg.cache_size, cfg.seed, backbone=sha256_file(CENTERFACE_INT8),
-                              angled_views=cfg.angled_views, streaked_views=cfg.streaked_views)
+        spec = replace(spec, backbone=sha256_file(CENTERFACE_INT8))
         # source_sha256 is what the engine checks (int8_model): this file belongs to that fp32 model.
         extra = {"streetveil.quantized": f"backbone and face path: {CENTERFACE_INT8.name}; plate branch fp32",
                  "streetveil.source_sha256": sha256_file(init),
@@ -352,7 +350,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     export.export_streetveil(net, cfg.out, threshold, training, face=face, extra=extra)
     record: dict[str, Any] = {
         "config": {**asdict(cfg.train), "cache_size": cfg.cache_size, "seed": cfg.seed, "workers": cfg.workers,
-                   "int8": cfg.int8, "init": str(init), **views},
+                   "int8": cfg.int8, "init": str(init),
+                   "angled_views": spec.angled_views, "streaked_views": spec.streaked_views},
         "cache_seconds": round(t_cache), "train_seconds": round(t_train),
         "train_frames": len(train_f), "val_frames": len(val_f),
         "cache": json.loads((cache / "spec.json").read_text()).get("plates"),
