@@ -253,8 +253,10 @@ def centerface_from_onnx(path: Path | str) -> CenterFaceNet:
 
 class PlateBranch(nn.Module):
     """The plate path of the combined model: its own copy of the neck (initialised from the
-    face neck), a depthwise 3x3 + pointwise 24->32 refinement, and CenterNet heads decoded
-    exactly like CenterFace's: heatmap (sigmoid), log-scale (h, w), offset (y, x).
+    face neck), a depthwise 3x3 + pointwise 24->32 refinement, optionally ``blocks`` inverted
+    residual blocks on those 32 channels (32->64 expand, depthwise 3x3, 64->32 linear project,
+    added back: more capacity at stride 4, where small plates live), and CenterNet heads
+    decoded exactly like CenterFace's: heatmap (sigmoid), log-scale (h, w), offset (y, x).
 
     The deployed heatmap keeps only 3x3 local maxima (CenterNet's peak extraction, zero
     elsewhere): the runtime decodes every cell above threshold as CenterFace does, and a
@@ -262,15 +264,31 @@ class PlateBranch(nn.Module):
     overlap too little for NMS at IoU 0.3 to merge them."""
 
     HEAD_CH = 32
+    BLOCK_EXPAND = 2
 
-    def __init__(self, separable: int = 0) -> None:
+    def __init__(self, separable: int = 0, blocks: int = 0) -> None:
         super().__init__()
         self.neck = Neck(separable)
         self.dw = _conv(NECK_CH, NECK_CH, 3, groups=NECK_CH)
         self.pw = _conv(NECK_CH, self.HEAD_CH, 1)
+        self.blocks = nn.ModuleList()
+        self.add_blocks(blocks)
         self.heatmap = _conv(self.HEAD_CH, 1, 1)
         self.scale = _conv(self.HEAD_CH, 2, 1)
         self.offset = _conv(self.HEAD_CH, 2, 1)
+
+    def add_blocks(self, n: int) -> None:
+        """Append ``n`` head blocks whose projection starts at zero, so the branch computes
+        exactly what it did before them: training grows capacity from a trained branch."""
+        if n < 0:
+            raise ValueError(f"head blocks {n}: 0 or more")
+        for _ in range(n):
+            block = InvertedResidual(self.HEAD_CH, self.HEAD_CH, 1, self.BLOCK_EXPAND)
+            with torch.no_grad():
+                block.project.weight.zero_()
+                assert block.project.bias is not None
+                block.project.bias.zero_()
+            self.blocks.append(block)
 
     def forward(self, c4: torch.Tensor, c8: torch.Tensor, c16: torch.Tensor, c32: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -284,11 +302,16 @@ class PlateBranch(nn.Module):
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.neck(c4, c8, c16, c32)
         x = torch.relu(self.pw(torch.relu(self.dw(x))))
+        for block in self.blocks:
+            x = block(x)
         return self.heatmap(x), self.scale(x), self.offset(x)
 
     def onnx_layers(self) -> Iterator[nn.Module]:
         yield from self.neck.onnx_layers()
-        yield from (self.dw, self.pw, self.heatmap, self.scale, self.offset)
+        yield from (self.dw, self.pw)
+        for block in self.blocks:
+            yield from cast(InvertedResidual, block).onnx_layers()
+        yield from (self.heatmap, self.scale, self.offset)
 
 
 class StreetveilNet(nn.Module):
@@ -299,12 +322,12 @@ class StreetveilNet(nn.Module):
     plate_heatmap, plate_scale, plate_offset), all at stride 4, as the ONNX model
     ``redact/models/streetveil-fp-v1.onnx``."""
 
-    def __init__(self, separable_plate_fuse: int = 0) -> None:
+    def __init__(self, separable_plate_fuse: int = 0, plate_blocks: int = 0) -> None:
         super().__init__()
         self.backbone = Backbone()
         self.neck = Neck()
         self.face = FaceHeads()
-        self.plate = PlateBranch(separable_plate_fuse)
+        self.plate = PlateBranch(separable_plate_fuse, plate_blocks)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         taps = self.backbone(x)
@@ -335,12 +358,17 @@ def streetveil_from_onnx(path: Path | str) -> StreetveilNet:
     weights from the one file the onnxruntime backend runs; an fp32 file: the int8 one's face
     path is quantised). The plate neck's fuse layer is separable when the file's is: its
     weights follow the neck's last side conv, and a depthwise one has one input channel per
-    group (and 24 x rank outputs)."""
+    group (and 24 x rank outputs). Head blocks (three layers each) are whatever the plate
+    branch holds beyond that."""
     weights = onnx_weight_list(path)
     # after the face model's layers, the plate neck's layers up to its fuse
-    fuse = len(list(CenterFaceNet().onnx_layers())) + len(list(Neck().onnx_layers())) - 1
+    face_layers = len(list(CenterFaceNet().onnx_layers()))
+    fuse = face_layers + len(list(Neck().onnx_layers())) - 1
     w = weights[fuse][1][0] if len(weights) > fuse else None
     separable = w.shape[0] // NECK_CH if w is not None and w.shape[1:] == (1, 3, 3) else 0
-    net = StreetveilNet(separable)
+    extra = len(weights) - face_layers - len(list(PlateBranch(separable).onnx_layers()))
+    if extra < 0 or extra % 3:
+        raise ValueError(f"{path}: {len(weights) - face_layers} plate layers fit no plate branch")
+    net = StreetveilNet(separable, extra // 3)
     load_layers(net.onnx_layers(), weights)
     return net.eval()

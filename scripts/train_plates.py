@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--separable-fuse", type=int, default=0, metavar="RANK",
                    help="the plate neck's last 3x3 conv as depthwise (RANK filters per channel) + pointwise, "
                         "SVD-initialised (0: full conv)")
+    p.add_argument("--head-blocks", type=int, default=0, metavar="N",
+                   help="N inverted-residual blocks in the plate head (32->64->32 at stride 4), started at zero so "
+                        "training begins from the starting branch (0: the shipped head)")
     p.add_argument("--angled-views", type=float, default=None, metavar="SHARE",
                    help="that share of training crops with their extra plates at strong angles (MODEL_CARD.md, "
                         "'Night, angle, blur'); default none")
@@ -84,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--calibrate-only and --harvest-detector are --verifier options")
     if a.calibrate_only and a.harvest_detector:
         p.error("--calibrate-only harvests nothing: drop --harvest-detector")
-    if a.verifier and a.separable_fuse:
-        p.error("--separable-fuse is a plate model option, not a --verifier one")
+    if a.verifier and (a.separable_fuse or a.head_blocks):
+        p.error("--separable-fuse and --head-blocks are plate model options, not --verifier ones")
     if a.verifier and (a.angled_views is not None or a.streaked_views is not None):
         p.error("--angled-views and --streaked-views are plate model options, not --verifier ones")
     if a.verifier and a.train_seed is not None:
@@ -125,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = RunConfig(shared=a.shared, out=out, cache_dir=cache_dir, cache_size=a.cache_size, seed=a.seed,
                         train=TrainConfig(epochs=epochs, batch=a.batch or 16, lr=lr, seed=train_seed, threads=a.threads,
-                                          device=a.device, separable_fuse=a.separable_fuse),
+                                          device=a.device, separable_fuse=a.separable_fuse,
+                                          head_blocks=a.head_blocks),
                         workers=a.workers, report=a.report, int8=a.int8,
                         angled_views=a.angled_views, streaked_views=a.streaked_views)
         run(cfg)

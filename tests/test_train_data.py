@@ -167,6 +167,9 @@ def test_a_separable_rank_outside_what_a_3x3_filter_has_is_refused_before_any_wo
         with pytest.raises(ValueError, match="separable fuse rank"):
             TrainConfig(separable_fuse=rank)
     assert TrainConfig(separable_fuse=9).separable_fuse == 9
+    for n in (-1, 9):
+        with pytest.raises(ValueError, match="head blocks"):
+            TrainConfig(head_blocks=n)
 
 
 def test_small_plates_report_coverage_and_what_the_same_boxes_cover_by_chance() -> None:

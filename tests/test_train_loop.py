@@ -202,6 +202,49 @@ def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache
         assert np.array_equal(want, loaded)
 
 
+def test_head_blocks_start_from_the_branch_they_extend_and_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
+    """PlateBranch.add_blocks: a zero-started block leaves every output as it was; a branch
+    trained with one exports to ONNX (three more convs and an Add per block), and loads back
+    with its blocks, computing what onnxruntime computes."""
+    import torch
+
+    from redact.detectors import STREETVEIL_MODEL
+    from redact.nets import streetveil_from_onnx
+
+    shipped = streetveil_from_onnx(STREETVEIL_MODEL)
+    assert len(shipped.plate.blocks) == 0
+    x = np.random.default_rng(1).uniform(0, 255, (1, 3, 128, 192)).astype(np.float32)
+    with torch.no_grad():
+        before = shipped(torch.from_numpy(x))
+        shipped.plate.add_blocks(2)
+        after = shipped(torch.from_numpy(x))
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+    net = loop.train(tiny_cache, STREETVEIL_MODEL,
+                     loop.TrainConfig(epochs=1, batch=4, seed=1, lr=1e-3, head_blocks=1), finetune=True)
+    assert len(net.plate.blocks) == 1
+    project = net.plate.blocks[0].project.weight
+    assert float(project.detach().abs().max()) > 0  # the block trained
+    out = export.export_streetveil(net, tmp_path / "blocks.onnx", 0.3, "unit test")
+    plate = [n for n in onnx.load(str(out)).graph.node if n.name.startswith("plate/")]
+    assert sum(n.op_type == "Conv" for n in plate) == 4 + 1 + 2 + 3 + 3  # neck, dw, pw, one block, heads
+    assert sum(n.op_type == "Add" for n in plate) == 3 + 1  # the neck's three, the block's one
+    back = streetveil_from_onnx(out)
+    assert len(back.plate.blocks) == 1
+    two = export.export_streetveil(shipped, tmp_path / "two.onnx", 0.3, "unit test")
+    with pytest.raises(ValueError, match="has 2 blocks, more than the 1"):
+        loop.train(tiny_cache, two, loop.TrainConfig(epochs=1, batch=4, head_blocks=1), finetune=True)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    o = ort.InferenceSession(str(out), so).run(None, {"input": x})
+    with torch.no_grad():
+        t = [v.numpy() for v in net(torch.from_numpy(x))]
+        t2 = [v.numpy() for v in back(torch.from_numpy(x))]
+    for want, got, loaded in zip(t, o, t2, strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+        assert np.array_equal(want, loaded)
+
+
 def test_the_training_benchmark_prints_seconds_per_step(shared: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.util

@@ -11,9 +11,14 @@ import numpy as np
 
 from redact.train.render import Sprite
 
+# The viewing angles training draws a plate at (random_quad's defaults); stress conditions
+# (data.Condition) start from the same ranges, so validation scenes draw what training does.
+MAX_ROT_DEG = 6.0
+MAX_YAW = 0.3
+
 
 def random_quad(cx: float, cy: float, w: float, h: float, rng: np.random.Generator,
-                max_rot_deg: float = 6.0, max_yaw: float = 0.3, max_pitch: float = 0.15,
+                max_rot_deg: float = MAX_ROT_DEG, max_yaw: float = MAX_YAW, max_pitch: float = 0.15,
                 min_rot_deg: float = 0.0, min_yaw: float = 0.0) -> np.ndarray:
     """Corners (tl, tr, br, bl) of a w x h plate centred at (cx, cy), seen at a small roll,
     a yaw (one side shorter and the plate narrower) and a pitch (top or bottom narrower).

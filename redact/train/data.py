@@ -279,8 +279,8 @@ class Condition:
 
     name: str
     night: bool = False  # a day frame rendered dark (compose.night), plates lit as at night
-    yaw: tuple[float, float] = (0.0, 0.3)  # |yaw| range of compose.random_quad
-    roll_deg: tuple[float, float] = (0.0, 6.0)  # |roll| range
+    yaw: tuple[float, float] = (0.0, compose.MAX_YAW)  # |yaw| range of compose.random_quad
+    roll_deg: tuple[float, float] = (0.0, compose.MAX_ROT_DEG)  # |roll| range
     motion_px: tuple[int, int] = (0, 0)  # motion streak length, drawn in [lo, hi), after the camera model
     jpeg_quality: tuple[int, int] = (0, 0)  # one more JPEG round trip at a quality in [lo, hi)
 

@@ -179,12 +179,16 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
     """The face model plus the plate branch's nodes, built from ``weights`` — the
     ``(op_type, arrays)`` list of ``PlateBranch.onnx_layers()`` in order: neck (reduce; three
     times ConvTranspose, BatchNormalization, side Conv; fuse, a full 3x3 or depthwise 3x3 +
-    pointwise 1x1), depthwise 3x3, pointwise 1x1, heads (heatmap, scale, offset)."""
+    pointwise 1x1), depthwise 3x3, pointwise 1x1, head blocks (expand 1x1, depthwise 3x3,
+    project 1x1, each), heads (heatmap, scale, offset)."""
     m = onnx.ModelProto()
     m.CopyFrom(face)
     g = m.graph
-    if len(weights) not in (16, 17):
-        raise ValueError(f"plate branch: expected 16 or 17 weighted layers, got {len(weights)}")
+    # 16 layers, one more for a separable fuse, three more per head block
+    separable, blocks = (len(weights) - 16) % 3, (len(weights) - 16) // 3
+    if len(weights) < 16 or separable > 1:
+        raise ValueError(f"plate branch: expected 16 weighted layers, +1 for a separable fuse, +3 per head block; "
+                         f"got {len(weights)}")
     e = _Emitter(g, "plate/")
     c4, c8, c16, c32 = tap_names(m)
     it = iter(weights)
@@ -209,9 +213,9 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
         s = e.node("Relu", [e.conv(tap, w, b)])
         x = e.node("Add", [y, s])
     w, b = take("Conv")
-    if len(weights) == 17:  # separable fuse (nets.Neck(separable=rank)): depthwise, then pointwise + ReLU
+    if separable:  # nets.Neck(separable=rank): depthwise, then pointwise + ReLU
         if w.shape[1:] != (1, 3, 3) or w.shape[0] % side_ch:
-            raise ValueError(f"plate branch: 17 layers but the fuse is not depthwise 3x3 ({w.shape})")
+            raise ValueError(f"plate branch: {len(weights)} layers but the fuse is not depthwise 3x3 ({w.shape})")
         x = e.conv(x, w, b, group=side_ch)
         w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b)])
@@ -219,6 +223,13 @@ def append_plate_branch(face: onnx.ModelProto, weights: list[tuple[str, list[np.
     x = e.node("Relu", [e.conv(x, w, b, group=w.shape[0])])
     w, b = take("Conv")
     x = e.node("Relu", [e.conv(x, w, b)])
+    for _ in range(blocks):  # nets.InvertedResidual: expand + ReLU, depthwise + ReLU, linear project, added
+        w, b = take("Conv")
+        y = e.node("Relu", [e.conv(x, w, b)])
+        w, b = take("Conv")
+        y = e.node("Relu", [e.conv(y, w, b, group=w.shape[0])])
+        w, b = take("Conv")
+        x = e.node("Add", [x, e.conv(y, w, b)])
     w, b = take("Conv")
     hm = e.node("Sigmoid", [e.conv(x, w, b)])
     # 3x3 peak extraction (PlateBranch.forward): zero every cell that is not a local maximum.

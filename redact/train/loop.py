@@ -155,10 +155,15 @@ class TrainConfig:
     # > 0: the plate neck's last 3x3 conv as depthwise (this many filters per channel) + pointwise
     # (nets.Neck.make_separable: from the starting weights' full conv by SVD); cheaper on the CPU.
     separable_fuse: int = 0
+    # > 0: the plate head with this many inverted-residual blocks (nets.PlateBranch.add_blocks;
+    # the ones the starting weights lack start at zero, i.e. from the starting branch's function).
+    head_blocks: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.lr <= 0:
             raise ValueError("epochs and batch must be >= 1 and lr > 0")
+        if not 0 <= self.head_blocks <= 8:
+            raise ValueError(f"head blocks {self.head_blocks}: 0 (as the starting weights have) to 8")
         if not 0 <= self.separable_fuse <= 9:  # a 3x3 filter has rank 9 at most
             raise ValueError(f"separable fuse rank {self.separable_fuse}: 0 (full conv) to 9")
 
@@ -234,6 +239,11 @@ def train(cache: Path, init_onnx: Path, cfg: TrainConfig, log_every: int = 50, f
     net = streetveil_from_onnx(init_onnx) if finetune else StreetveilNet.from_centerface(init_onnx)
     if cfg.separable_fuse:
         net.plate.neck.make_separable(cfg.separable_fuse)
+    if cfg.head_blocks:
+        have = len(net.plate.blocks)
+        if have > cfg.head_blocks:
+            raise ValueError(f"{init_onnx}: its plate head has {have} blocks, more than the {cfg.head_blocks} asked for")
+        net.plate.add_blocks(cfg.head_blocks - have)
     branch = net.plate.to(dev)
     assert branch.heatmap.bias is not None and branch.scale.bias is not None
     if not finetune:

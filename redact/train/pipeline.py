@@ -331,6 +331,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.train.separable_fuse:
         training += (f"; plate neck fuse separable (depthwise 3x3, {cfg.train.separable_fuse} per channel, "
                      "+ pointwise 1x1, SVD-initialised)")
+    if cfg.train.head_blocks:
+        training += f"; plate head with {cfg.train.head_blocks} inverted-residual block(s) (32->64->32, zero-initialised)"
     cache = loop.build_cache(cfg.cache_dir, train_f, spec, workers=cfg.workers, backbone=backbone)
     t_cache = time.time() - t_start
     net = loop.train(cache, init, cfg.train, finetune=finetune)
