@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                         "'Night, angle, blur'); default none")
     p.add_argument("--streaked-views", type=float, default=None, metavar="SHARE",
                    help="that share of training crops streaked by motion, drawn independently; default none")
+    p.add_argument("--streaked-signs", type=int, default=None, metavar="K",
+                   help="with --streaked-views: K more hard negatives (signs, lettering, lights) in each streaked crop")
     p.add_argument("--report", type=Path, default=None, help="also run the validation and write JSON here")
     a = p.parse_args(argv)
     if a.verifier and a.int8:
@@ -89,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--calibrate-only harvests nothing: drop --harvest-detector")
     if a.verifier and (a.separable_fuse or a.head_blocks):
         p.error("--separable-fuse and --head-blocks are plate model options, not --verifier ones")
-    if a.verifier and (a.angled_views is not None or a.streaked_views is not None):
-        p.error("--angled-views and --streaked-views are plate model options, not --verifier ones")
+    if a.verifier and (a.angled_views is not None or a.streaked_views is not None or a.streaked_signs is not None):
+        p.error("--angled-views, --streaked-views and --streaked-signs are plate model options, not --verifier ones")
     if a.verifier and a.train_seed is not None:
         p.error("--train-seed is a plate model option, not a --verifier one")
     train_seed = a.seed if a.train_seed is None else a.train_seed
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                                           device=a.device, separable_fuse=a.separable_fuse,
                                           head_blocks=a.head_blocks),
                         workers=a.workers, report=a.report, int8=a.int8,
-                        angled_views=a.angled_views, streaked_views=a.streaked_views)
+                        angled_views=a.angled_views, streaked_views=a.streaked_views,
+                        streaked_signs=a.streaked_signs)
         run(cfg)
     except (RedactError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -259,9 +259,15 @@ def test_hard_views_change_only_the_crops_they_draw(dashcam: list[data.Frame]) -
             assert same, i
         if streaked:
             assert not np.array_equal(plain[0], hard[0]), i
+        # more negatives in the streaked crops: the others stay as they were, labels everywhere
+        signed = data.make_sample(frames, images, np.random.default_rng([5, i]), 0.4, 0.4,
+                                  np.random.default_rng([5, i, loop.HARD_STREAM]), streaked_signs=3)
+        assert np.array_equal(signed[1], hard[1]) and np.array_equal(signed[0], hard[0]) != bool(streaked), i
         kinds.add((bool(angled), bool(streaked)))
     assert (False, False) in kinds and any(s for _, s in kinds)  # the seeds above exercise both sides
     with pytest.raises(ValueError, match="hard_rng"):
         data.make_sample(frames, images, np.random.default_rng(0), 0.0, 0.3)
     with pytest.raises(ValueError, match="hard-view share"):
         loop.CacheSpec(10, 1, streaked_views=1.5)
+    with pytest.raises(ValueError, match="only with streaked views"):
+        loop.CacheSpec(10, 1, streaked_signs=2)

@@ -234,6 +234,7 @@ def test_calibrating_a_missing_verifier_is_a_clear_error(shared: Path, tmp_path:
 @pytest.mark.parametrize("args", [["--calibrate-only"], ["--harvest-detector", "x.onnx"],
                                   ["--verifier", "--calibrate-only", "--harvest-detector", "x.onnx"],
                                   ["--verifier", "--separable-fuse", "1"], ["--verifier", "--head-blocks", "1"],
+                                  ["--verifier", "--streaked-signs", "2"],
                                   ["--verifier", "--int8"],
                                   ["--verifier", "--train-seed", "1"]])
 def test_train_plates_refuses_options_that_would_do_nothing(args: list[str],

@@ -139,13 +139,14 @@ HARD_YAW, HARD_ROLL_DEG, HARD_MOTION_PX = (0.2, 0.45), (3.0, 9.0), (7, 14)
 
 
 def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Generator, angled_share: float = 0.0,
-                streaked_share: float = 0.0, hard_rng: np.random.Generator | None = None
+                streaked_share: float = 0.0, hard_rng: np.random.Generator | None = None, streaked_signs: int = 0
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training crop (CROP_H x CROP_W x 3 uint8 RGB), its plate boxes [N, 4] and ignore
     boxes [M, 4] (plates cut by the crop edge, neither positive nor negative). Hard views:
     ``angled_share`` of crops put their extra plates at a strong angle and, independently,
-    ``streaked_share`` are streaked by motion. Those draws come from ``hard_rng`` only, so every
-    other crop is the one the shares at 0 give."""
+    ``streaked_share`` are streaked by motion, with ``streaked_signs`` more hard negatives in
+    them (so that streaks alone do not say "plate"). Those draws come from ``hard_rng`` only,
+    so every other crop is the one the shares at 0 give."""
     angled = streaked = False
     if angled_share > 0 or streaked_share > 0:
         if hard_rng is None:
@@ -224,22 +225,32 @@ def make_sample(frames: list[Frame], images: list[np.ndarray], rng: np.random.Ge
     # Hard negatives: signs, shop text, km posts, brake lights.
     if rng.random() < 0.6:
         for _ in range(int(rng.integers(1, 4))):
-            sg = compose.wear(render_sign(SIGN_KINDS[int(rng.integers(len(SIGN_KINDS)))], rng), rng)
-            h = float(np.exp(rng.uniform(np.log(8), np.log(0.8 * CROP_H))))
-            w = h * _aspect(sg)
-            if w > 0.95 * CROP_W:
-                w = 0.95 * CROP_W
-                h = w / _aspect(sg)
-            cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(h / 2, CROP_H - h / 2)
-            q = compose.random_quad(cx, cy, w, h, rng, max_yaw=0.4)
-            if _iou_any(compose.quad_box(q), labels, 0.05):
-                continue
-            compose.paste(crop, sg, q, rng, light=light, soften=soft)
+            _paste_negative(crop, labels, rng, light, soft)
+    if streaked and streaked_signs:
+        assert hard_rng is not None
+        for _ in range(streaked_signs):
+            _paste_negative(crop, labels, hard_rng, light, soft)
     crop = compose.camera(crop, rng)
     if streaked:
         assert hard_rng is not None
         crop = compose.motion_blur(crop, int(hard_rng.integers(*HARD_MOTION_PX)), float(hard_rng.uniform(-15, 15)))
     return (crop, *_clip_labels(labels))
+
+
+def _paste_negative(crop: np.ndarray, labels: list[np.ndarray], rng: np.random.Generator, light: float,
+                    soft: float) -> None:
+    """One hard negative (a sign, shop text, km post, brake lights...) pasted where it overlaps
+    no plate; every draw from ``rng``."""
+    sg = compose.wear(render_sign(SIGN_KINDS[int(rng.integers(len(SIGN_KINDS)))], rng), rng)
+    h = float(np.exp(rng.uniform(np.log(8), np.log(0.8 * CROP_H))))
+    w = h * _aspect(sg)
+    if w > 0.95 * CROP_W:
+        w = 0.95 * CROP_W
+        h = w / _aspect(sg)
+    cx, cy = rng.uniform(w / 2, CROP_W - w / 2), rng.uniform(h / 2, CROP_H - h / 2)
+    q = compose.random_quad(cx, cy, w, h, rng, max_yaw=0.4)
+    if not _iou_any(compose.quad_box(q), labels, 0.05):
+        compose.paste(crop, sg, q, rng, light=light, soften=soft)
 
 
 def _clip_labels(labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

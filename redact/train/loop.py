@@ -41,6 +41,8 @@ class CacheSpec:
     # none, so caches written before the fields existed still match.
     angled_views: float | None = None
     streaked_views: float | None = None
+    # More hard negatives in each streaked crop (None = none).
+    streaked_signs: int | None = None
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -48,6 +50,8 @@ class CacheSpec:
         for share in (self.angled_views, self.streaked_views):
             if share is not None and not 0 < share <= 1:
                 raise ValueError(f"hard-view share {share}: in (0, 1], or None for none")
+        if self.streaked_signs is not None and not (self.streaked_views and 1 <= self.streaked_signs <= 8):
+            raise ValueError(f"streaked signs {self.streaked_signs}: 1 to 8, and only with streaked views")
 
 
 def _ort_session(model_bytes: bytes, threads: int) -> Any:
@@ -121,7 +125,8 @@ def _fill_cache(cache: Path, frames: list[data.Frame], spec: CacheSpec, threads:
             rng = np.random.default_rng([spec.seed, i])
             crop, boxes, ignore = data.make_sample(frames, images, rng, spec.angled_views or 0.0,
                                                    spec.streaked_views or 0.0,
-                                                   np.random.default_rng([spec.seed, i, HARD_STREAM]))
+                                                   np.random.default_rng([spec.seed, i, HARD_STREAM]),
+                                                   spec.streaked_signs or 0)
             crops.append(crop)
             n_plates += len(boxes)
             for key, arr in zip(TARGET_KEYS, targets.encode(boxes, ignore, H, W), strict=True):

@@ -49,6 +49,7 @@ class RunConfig:
     # Shares of hard-view training crops (loop.CacheSpec): angled extra plates, motion streaks.
     angled_views: float | None = None
     streaked_views: float | None = None
+    streaked_signs: int | None = None  # more hard negatives in each streaked crop
 
     def __post_init__(self) -> None:
         if not (self.shared / "plates-dashcam-ro" / "labels.json").is_file():
@@ -301,7 +302,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     train_f, val_f = data.time_split(frames)
     log.info("dashcam: %d train frames, %d validation frames (held out)", len(train_f), len(val_f))
     face, backbone, extra = None, None, {}
-    spec = loop.CacheSpec(cfg.cache_size, cfg.seed, angled_views=cfg.angled_views, streaked_views=cfg.streaked_views)
+    spec = loop.CacheSpec(cfg.cache_size, cfg.seed, angled_views=cfg.angled_views, streaked_views=cfg.streaked_views,
+                          streaked_signs=cfg.streaked_signs)
     init, finetune = graph.centerface_path(), False
     training = (f"plate branch trained by scripts/train_plates.py (seed {cfg.seed}): {cfg.cache_size} synthetic "
                 f"crops from {len(train_f)} plates-dashcam-ro frames (time split), {cfg.train.epochs} epochs")
@@ -328,6 +330,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.streaked_views:
         training += (f"; {cfg.streaked_views:.0%} of crops streaked by motion "
                      f"({data.HARD_MOTION_PX[0]}-{data.HARD_MOTION_PX[1] - 1} px)")
+    if cfg.streaked_signs:
+        training += f", each with {cfg.streaked_signs} more hard negatives"
     if cfg.train.separable_fuse:
         training += (f"; plate neck fuse separable (depthwise 3x3, {cfg.train.separable_fuse} per channel, "
                      "+ pointwise 1x1, SVD-initialised)")
@@ -353,7 +357,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     record: dict[str, Any] = {
         "config": {**asdict(cfg.train), "cache_size": cfg.cache_size, "seed": cfg.seed, "workers": cfg.workers,
                    "int8": cfg.int8, "init": str(init),
-                   "angled_views": spec.angled_views, "streaked_views": spec.streaked_views},
+                   "angled_views": spec.angled_views, "streaked_views": spec.streaked_views,
+                   "streaked_signs": spec.streaked_signs},
         "cache_seconds": round(t_cache), "train_seconds": round(t_train),
         "train_frames": len(train_f), "val_frames": len(val_f),
         "cache": json.loads((cache / "spec.json").read_text()).get("plates"),
