@@ -5,6 +5,7 @@ outputs stay CenterFace's."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -150,6 +151,22 @@ def test_int8_variant_trains_on_the_int8_taps_and_keeps_the_int8_face_path(
         np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
 
 
+def _same_outputs(net: Any, out: Path, back: Any, x: np.ndarray) -> None:
+    """The trained module, its exported file under onnxruntime and the module loaded back from
+    that file compute the same outputs (the loaded one bit for bit)."""
+    import torch
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    o = ort.InferenceSession(str(out), so).run(None, {"input": x})
+    with torch.no_grad():
+        t = [v.numpy() for v in net(torch.from_numpy(x))]
+        t2 = [v.numpy() for v in back(torch.from_numpy(x))]
+    for want, got, loaded in zip(t, o, t2, strict=True):
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+        assert np.array_equal(want, loaded)
+
+
 @pytest.mark.parametrize("rank", [1, 2])
 def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache: Path, tmp_path: Path,
                                                                        rank: int) -> None:
@@ -191,15 +208,7 @@ def test_the_separable_fuse_starts_from_the_full_conv_and_round_trips(tiny_cache
     back = streetveil_from_onnx(out)
     assert back.plate.neck.separable == rank and streetveil_from_onnx(STREETVEIL_MODEL).plate.neck.separable == 0
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, 128, 192)).astype(np.float32)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    o = ort.InferenceSession(str(out), so).run(None, {"input": x})
-    with torch.no_grad():
-        t = [v.numpy() for v in net(torch.from_numpy(x))]
-        t2 = [v.numpy() for v in back(torch.from_numpy(x))]
-    for want, got, loaded in zip(t, o, t2, strict=True):
-        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
-        assert np.array_equal(want, loaded)
+    _same_outputs(net, out, back, x)
 
 
 def test_head_blocks_start_from_the_branch_they_extend_and_round_trip(tiny_cache: Path, tmp_path: Path) -> None:
@@ -234,15 +243,7 @@ def test_head_blocks_start_from_the_branch_they_extend_and_round_trip(tiny_cache
     two = export.export_streetveil(shipped, tmp_path / "two.onnx", 0.3, "unit test")
     with pytest.raises(ValueError, match="has 2 blocks, more than the 1"):
         loop.train(tiny_cache, two, loop.TrainConfig(epochs=1, batch=4, head_blocks=1), finetune=True)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    o = ort.InferenceSession(str(out), so).run(None, {"input": x})
-    with torch.no_grad():
-        t = [v.numpy() for v in net(torch.from_numpy(x))]
-        t2 = [v.numpy() for v in back(torch.from_numpy(x))]
-    for want, got, loaded in zip(t, o, t2, strict=True):
-        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
-        assert np.array_equal(want, loaded)
+    _same_outputs(net, out, back, x)
 
 
 def test_the_training_benchmark_prints_seconds_per_step(shared: Path, tmp_path: Path,
