@@ -26,7 +26,7 @@ from redact.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-VERIFIER_MODEL = Path(__file__).resolve().parent / "models" / "streetveil-plate-verify-v2.onnx"
+VERIFIER_MODEL = Path(__file__).resolve().parent / "models" / "streetveil-plate-verify-v4.onnx"
 # The close-up: (height, width) of the classifier input, and the window around a candidate
 # in units of its plate-like width s = max(w, 2h): context*s wide, context*s/2 tall. A 2:1
 # plate fills half of the window's width and height, a 4.7:1 EU plate half its width.

@@ -12,7 +12,7 @@ Needs the ``train`` extra (pip install -e '.[train]') and the Debian fonts
 backbone and face path, and the fp32 model's plate branch fine-tuned on the taps that int8
 backbone computes (defaults then: --epochs 3 --lr 1e-3, cache .cache/plates-int8).
 
-``--verifier`` builds ``streetveil-plate-verify-v2.onnx``, the second look at plate
+``--verifier`` builds ``streetveil-plate-verify-v4.onnx``, the second look at plate
 candidates (redact/verify.py), from the packaged detector files (defaults then: --epochs 6
 --lr 2e-3 --batch 128, harvest cache .cache/verify; about 30 min with --report).
 """
@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="that share of training crops with their extra plates at strong angles (MODEL_CARD.md, "
                         "'Night, angle, blur'); default none")
     p.add_argument("--streaked-views", type=float, default=None, metavar="SHARE",
-                   help="that share of training crops streaked by motion, drawn independently; default none")
+                   help="that share of training crops streaked by motion, drawn independently; default none "
+                        "(--verifier: of harvest scenes; default 0.25, the shipped verifier's)")
+    p.add_argument("--night-views", type=float, default=None, metavar="SHARE",
+                   help="--verifier: that share of harvest scenes seen at night, drawn independently; default 0.25 "
+                        "(the shipped verifier's; 0 with --streaked-views 0: v2's harvest)")
     p.add_argument("--streaked-signs", type=int, default=None, metavar="K",
                    help="with --streaked-views: K more hard negatives (signs, lettering, lights) in each streaked crop")
     p.add_argument("--report", type=Path, default=None, help="also run the validation and write JSON here")
@@ -91,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--calibrate-only harvests nothing: drop --harvest-detector")
     if a.verifier and (a.separable_fuse or a.head_blocks):
         p.error("--separable-fuse and --head-blocks are plate model options, not --verifier ones")
-    if a.verifier and (a.angled_views is not None or a.streaked_views is not None or a.streaked_signs is not None):
-        p.error("--angled-views, --streaked-views and --streaked-signs are plate model options, not --verifier ones")
+    if a.verifier and (a.angled_views is not None or a.streaked_signs is not None):
+        p.error("--angled-views and --streaked-signs are plate model options, not --verifier ones")
+    if not a.verifier and a.night_views is not None:
+        p.error("--night-views is a --verifier option (the plate model's crops are at night in 20 %% already)")
+    if a.calibrate_only and (a.night_views is not None or a.streaked_views is not None):
+        p.error("--calibrate-only harvests nothing: drop --night-views / --streaked-views")
     if a.verifier and a.train_seed is not None:
         p.error("--train-seed is a plate model option, not a --verifier one")
     train_seed = a.seed if a.train_seed is None else a.train_seed
@@ -113,16 +121,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.verifier:
         from redact.train.pipeline import VerifierRunConfig, run_verifier
+        from redact.train.verify import SHIPPED_VIEWS, HardViews
         from redact.train.verify import TrainConfig as VerifierTrain
 
         try:
             run_verifier(VerifierRunConfig(
-                shared=a.shared, out=a.out or ROOT / "redact" / "models" / "streetveil-plate-verify-v2.onnx",
+                shared=a.shared, out=a.out or ROOT / "redact" / "models" / "streetveil-plate-verify-v4.onnx",
                 cache_dir=a.cache_dir or ROOT / ".cache" / "verify", scenes=a.scenes, seed=a.seed,
                 train=VerifierTrain(epochs=a.epochs or 6, batch=a.batch or 128, lr=a.lr or 2e-3, seed=a.seed,
                                     threads=a.threads),
                 workers=a.workers, report=a.report, extra_scenes=demo_sample_scenes,
-                harvest_detector=a.harvest_detector, calibrate_only=a.calibrate_only))
+                harvest_detector=a.harvest_detector, calibrate_only=a.calibrate_only,
+                views=HardViews(night=SHIPPED_VIEWS.night if a.night_views is None else a.night_views,
+                                streaked=SHIPPED_VIEWS.streaked if a.streaked_views is None else a.streaked_views)))
         except (RedactError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -390,12 +390,15 @@ class VerifierRunConfig:
     harvest_detector: Path | None = None
     # Keep the verifier at ``out`` and only calibrate it for the packaged detector files.
     calibrate_only: bool = False
+    # Harvest scenes seen at night / streaked (verify.NO_VIEWS: v2's recipe).
+    views: verify.HardViews = verify.SHIPPED_VIEWS
 
 
 def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
-    """Reproduce ``redact/models/streetveil-plate-verify-v2.onnx``: harvest the default (int8)
-    detector's proposals on training scenes, train the classifier, calibrate its thresholds
-    for the packaged fp32 and int8 detector files on the calibration scenes, export; with
+    """Reproduce ``redact/models/streetveil-plate-verify-v4.onnx``: harvest the default (int8)
+    detector's proposals on training scenes (some at night or streaked: ``cfg.views``), train
+    the classifier, calibrate its thresholds for the packaged fp32 and int8 detector files on
+    the calibration scenes, export; with
     ``cfg.report`` also the validation of both setups. ``cfg.harvest_detector`` harvests
     another detector file's proposals; ``cfg.calibrate_only`` skips harvest and training and
     recalibrates the verifier at ``cfg.out``."""
@@ -415,14 +418,17 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
         tmp = cfg.out
     else:
         source = cfg.harvest_detector or detectors["int8"]
-        h = verify.cached_harvest(cfg.cache_dir, source, train_f, cfg.shared, cfg.scenes, cfg.seed, cfg.workers)
+        h = verify.cached_harvest(cfg.cache_dir, source, train_f, cfg.shared, cfg.scenes, cfg.seed, cfg.workers,
+                                  cfg.views)
         t_harvest = time.time() - t0
         net = verify.train(h, cfg.train)
         t_train = time.time() - t0 - t_harvest
         training = (f"plate verifier by scripts/train_plates.py --verifier (seed {cfg.seed}): {len(h.y)} close-ups "
                     f"({int(h.y.sum())} plates) of {source.name}'s proposals on {cfg.scenes} scenes from "
                     f"{len(train_f)} plates-dashcam-ro training frames and plate-free video-gopro frames, "
-                    f"{cfg.train.epochs} epochs")
+                    f"{cfg.train.epochs} epochs"
+                    + (f", scenes at night {cfg.views.night:g} / streaked {cfg.views.streaked:g}"
+                       if cfg.views != verify.NO_VIEWS else ""))
         tmp = cfg.out.with_suffix(".uncalibrated.onnx")
         verify.export(net, tmp, {}, training)
         record_h = {"closeups": len(h.y), "plates": int(h.y.sum()), "harvest_detector": str(source)}
@@ -451,7 +457,8 @@ def run_verifier(cfg: VerifierRunConfig) -> dict[str, Any]:
         verify.export(net, cfg.out, cals, training)
     record: dict[str, Any] = {
         "config": {**asdict(cfg.train), "scenes": cfg.scenes, "seed": cfg.seed, "workers": cfg.workers,
-                   "calibrate_only": cfg.calibrate_only},
+                   "calibrate_only": cfg.calibrate_only,
+                   "views": {"night": cfg.views.night, "streaked": cfg.views.streaked}},
         "harvest_seconds": round(t_harvest), "train_seconds": round(t_train), **record_h, "calibration": record_cal,
     }
     log.info("verifier written to %s (harvest %.0f s, training %.0f s)", cfg.out, t_harvest, t_train)

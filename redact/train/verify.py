@@ -16,15 +16,15 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
 from redact.boxes import area, intersection_matrix, iou_matrix
-from redact.train import data, evaluate
+from redact.train import compose, data, evaluate
 from redact.train.render import PLATE_FAMILIES
 from redact.verify import CONTEXT, CROP_SIZE, META_PREFIX, Calibration, crop_window, crops
 
@@ -48,6 +48,36 @@ BYPASS_GRID = tuple(round(t, 2) for t in np.arange(0.25, 0.61, 0.05))
 BYPASS_FALSE, BYPASS_SIGNS = 0.15, 3
 VIDEO_STEP = 6  # every 6th frame of the plate-free videos
 RECOLOUR = 0.5  # share of close-ups (either label) whose surroundings get another colour
+
+
+@dataclass(frozen=True, slots=True)
+class HardViews:
+    """Shares of harvest scenes seen at night and streaked by motion, drawn independently per
+    scene from a stream of their own, so each scene keeps its plates and their places. v2 saw
+    night only on the night ride's frames and streaks only as the camera model's 3-9 px, and
+    under the stress conditions it vetoed what it had not seen (MODEL_CARD.md, "Night, angle,
+    blur"). The streaks stop short of the stress report's 9-16 px, so that report still
+    measures partly beyond training."""
+
+    night: float = 0.0
+    streaked: float = 0.0
+
+    STREAK_PX: ClassVar[tuple[int, int]] = (7, 14)  # drawn in [lo, hi)
+
+    def __post_init__(self) -> None:
+        for name in ("night", "streaked"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"verifier {name} views: a share in [0, 1], not {v}")
+
+    @property
+    def key(self) -> str:
+        """The harvest cache key's part (empty for none, so v2's cache stays valid)."""
+        return f"-night{self.night:g}-streak{self.streaked:g}" if self.night or self.streaked else ""
+
+
+NO_VIEWS = HardViews()
+SHIPPED_VIEWS = HardViews(night=0.25, streaked=0.25)  # streetveil-plate-verify-v4.onnx (v2: NO_VIEWS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,43 +159,57 @@ def video_frames(shared: Path) -> list[np.ndarray]:
     return out
 
 
-def make_scene(i: int, frames: list[data.Frame], seed: int) -> data.Scene:
+def make_scene(i: int, frames: list[data.Frame], seed: int, views: HardViews = NO_VIEWS) -> data.Scene:
     """Scene i: synthetic plates of a random family and size band (60 %), signs (20 %), or a
-    real training frame with its real plates (20 %), all on training frames."""
+    real training frame with its real plates (20 %), all on training frames; seen at night
+    and / or streaked as ``views`` draws for it."""
     rng = np.random.default_rng([seed, HARVEST_STREAM, i])
+    vrng = np.random.default_rng([seed, HARVEST_STREAM, i, 2])
+    night, streak = vrng.random() < views.night, vrng.random() < views.streaked
     fr = frames[int(rng.integers(len(frames)))]
     img = data.read_rgb(fr.path)
     r = rng.random()
     if r < 0.6:
         fam = PLATE_FAMILIES[int(rng.integers(len(PLATE_FAMILIES)))]
         band = data.HEIGHT_BANDS[int(rng.choice(len(data.HEIGHT_BANDS), p=[0.1, 0.2, 0.2, 0.2, 0.15, 0.15]))]
-        return data.synthetic_scene(fr, img, fam, band, rng)
+        if not (night or streak):
+            return data.synthetic_scene(fr, img, fam, band, rng)
+        cond = data.Condition("harvest", night=bool(night), motion_px=HardViews.STREAK_PX if streak else (0, 0))
+        return data.synthetic_scene(fr, img, fam, band, rng, condition=cond, cond_rng=vrng)
     if r < 0.8:
-        return data.sign_scene(fr, img, rng)
-    z = np.zeros((0, 4), np.float32)
-    return data.Scene(img, z, fr.boxes, z, fr.key)
+        sc = data.sign_scene(fr, img, rng)
+    else:
+        z = np.zeros((0, 4), np.float32)
+        sc = data.Scene(img, z, fr.boxes, z, fr.key)
+    out = sc.image
+    if night and not fr.ride.startswith("night"):  # as data.synthetic_scene: a night frame stays as it is
+        out = compose.night(out, vrng)
+    if streak:
+        out = compose.motion_blur(out, int(vrng.integers(*HardViews.STREAK_PX)), float(vrng.uniform(-10, 10)))
+    return replace(sc, image=out)
 
 
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(detector: str, frames: list[data.Frame], seed: int, shared: str | None) -> None:
+def _init_worker(detector: str, frames: list[data.Frame], seed: int, shared: str | None,
+                 views: HardViews = NO_VIEWS) -> None:
     # Each worker decodes the videos itself: a process forked after the parent's video
     # decoder and runtime threads started can hang on their locks (it did), so workers spawn.
     cv2.setNumThreads(1)
     _worker.update(runner=evaluate.PlateRunner(Path(detector), threads=1), frames=frames, seed=seed,
-                   videos=video_frames(Path(shared)) if shared else [])
+                   videos=video_frames(Path(shared)) if shared else [], views=views)
 
 
 def _harvest_chunk(idx: list[int]) -> Harvest:
-    runner, frames, seed, videos = (_worker[k] for k in ("runner", "frames", "seed", "videos"))
+    runner, frames, seed, videos, views = (_worker[k] for k in ("runner", "frames", "seed", "videos", "views"))
     parts = []
     for i in idx:
         if i < 0:  # a plate-free video frame: every proposal is a false one
             img, plates = videos[-i - 1], np.zeros((0, 4), np.float32)
             rng = np.random.default_rng([seed, HARVEST_STREAM + 1, -i - 1])
         else:
-            sc = make_scene(i, frames, seed)
+            sc = make_scene(i, frames, seed, views)
             img, plates = sc.image, np.concatenate([sc.boxes, sc.extra])
             rng = np.random.default_rng([seed, HARVEST_STREAM, i, 1])
         dets, _ = runner.detect(img, PROPOSE_AT)
@@ -187,9 +231,9 @@ def _harvest_chunk(idx: list[int]) -> Harvest:
 
 
 def harvest(detector: Path, frames: list[data.Frame], shared: Path, n_scenes: int, seed: int,
-            workers: int = 2) -> Harvest:
+            workers: int = 2, views: HardViews = NO_VIEWS) -> Harvest:
     """Close-ups of ``detector``'s proposals (and jittered known plates) on ``n_scenes``
-    training scenes and on the plate-free video frames."""
+    training scenes (seen as ``views`` draws) and on the plate-free video frames."""
     import multiprocessing as mp
 
     n_video = len(video_frames(shared))
@@ -197,7 +241,7 @@ def harvest(detector: Path, frames: list[data.Frame], shared: Path, n_scenes: in
     chunks = [ids[k::workers * 8] for k in range(workers * 8)]
     t0 = time.time()
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(str(detector), frames, seed, str(shared))) as ex:
+                             initargs=(str(detector), frames, seed, str(shared), views)) as ex:
         parts = list(ex.map(_harvest_chunk, chunks))
     h = Harvest.concat(parts)
     order = np.lexsort((np.arange(len(h.y)), h.scene))  # independent of the chunking
@@ -444,17 +488,18 @@ def calibrate(rows: list[Row], target: float) -> tuple[Calibration, dict[str, An
 # --- the whole run -----------------------------------------------------------------------------
 
 def cached_harvest(cache_dir: Path, detector: Path, frames: list[data.Frame], shared: Path, n_scenes: int,
-                   seed: int, workers: int) -> Harvest:
-    """``harvest``, kept under ``cache_dir`` keyed by the detector file, scene count and seed."""
+                   seed: int, workers: int, views: HardViews = NO_VIEWS) -> Harvest:
+    """``harvest``, kept under ``cache_dir`` keyed by the detector file, scene count, seed and
+    views."""
     from redact.centernet import sha256_file
 
-    key = f"{sha256_file(detector)[:16]}-{n_scenes}-{seed}-{CROP_SIZE[0]}x{CROP_SIZE[1]}-{CONTEXT}-core"
+    key = f"{sha256_file(detector)[:16]}-{n_scenes}-{seed}-{CROP_SIZE[0]}x{CROP_SIZE[1]}-{CONTEXT}-core{views.key}"
     path = cache_dir / f"harvest-{key}.npz"
     if path.is_file():
         z = np.load(path)
         log.info("harvest reused: %s", path)
         return Harvest(*(z[k] for k in Harvest.FIELDS))
-    h = harvest(detector, frames, shared, n_scenes, seed, workers)
+    h = harvest(detector, frames, shared, n_scenes, seed, workers, views)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **{k: getattr(h, k) for k in Harvest.FIELDS})
