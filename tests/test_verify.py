@@ -460,8 +460,9 @@ def _verified_and_alone(scenes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str
 def test_the_verifier_keeps_real_plates_on_cars_of_any_paint(shared: Path) -> None:
     """Held-out real plates with the car around them repainted (green, blue, white): v1 of the
     verifier, which learned that green or blue surroundings mean foliage or sky, kept none of
-    the green ones (0.00, 0.11 blue, 0.64 white; MODEL_CARD.md); v2 is trained with recoloured
-    surroundings. Fails if a rebuilt verifier judges a plate by its car's colour again."""
+    the green ones (0.00, 0.11 blue, 0.64 white; MODEL_CARD.md); since v2 the verifier is
+    trained with recoloured surroundings. Fails if a rebuilt verifier judges a plate by its
+    car's colour again."""
     from redact.train.pipeline import CAR_PAINTS, repaint_around
 
     frames = [f for f in data.time_split(data.load_dashcam(shared / "plates-dashcam-ro"))[1] if len(f.boxes)][::4]
