@@ -18,7 +18,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import cv2
 import numpy as np
@@ -56,13 +56,12 @@ class HardViews:
     scene from a stream of their own, so each scene keeps its plates and their places. v2 saw
     night only on the night ride's frames and streaks only as the camera model's 3-9 px, and
     under the stress conditions it vetoed what it had not seen (MODEL_CARD.md, "Night, angle,
-    blur"). The streaks stop short of the stress report's 9-16 px, so that report still
-    measures partly beyond training."""
+    blur"). The streaks are as long as the plate model's streaked views (data.HARD_MOTION_PX),
+    short of the stress report's 9-16 px, so that report still measures partly beyond
+    training."""
 
     night: float = 0.0
     streaked: float = 0.0
-
-    STREAK_PX: ClassVar[tuple[int, int]] = (7, 14)  # drawn in [lo, hi)
 
     def __post_init__(self) -> None:
         for name in ("night", "streaked"):
@@ -174,7 +173,7 @@ def make_scene(i: int, frames: list[data.Frame], seed: int, views: HardViews = N
         band = data.HEIGHT_BANDS[int(rng.choice(len(data.HEIGHT_BANDS), p=[0.1, 0.2, 0.2, 0.2, 0.15, 0.15]))]
         if not (night or streak):
             return data.synthetic_scene(fr, img, fam, band, rng)
-        cond = data.Condition("harvest", night=bool(night), motion_px=HardViews.STREAK_PX if streak else (0, 0))
+        cond = data.Condition("harvest", night=bool(night), motion_px=data.HARD_MOTION_PX if streak else (0, 0))
         return data.synthetic_scene(fr, img, fam, band, rng, condition=cond, cond_rng=vrng)
     if r < 0.8:
         sc = data.sign_scene(fr, img, rng)
@@ -185,7 +184,7 @@ def make_scene(i: int, frames: list[data.Frame], seed: int, views: HardViews = N
     if night and not fr.ride.startswith("night"):  # as data.synthetic_scene: a night frame stays as it is
         out = compose.night(out, vrng)
     if streak:
-        out = compose.motion_blur(out, int(vrng.integers(*HardViews.STREAK_PX)), float(vrng.uniform(-10, 10)))
+        out = compose.motion_blur(out, int(vrng.integers(*data.HARD_MOTION_PX)), float(vrng.uniform(-10, 10)))
     return replace(sc, image=out)
 
 
